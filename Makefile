@@ -1,0 +1,87 @@
+# clusterdns.doctor developer entry points. Two commands matter (see README):
+#   make diagnose   run the read-only diagnosis against this machine (and the cluster of the current kubeconfig)
+#   make test       install everything needed, then run every linter and test suite; non-zero on any failure
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT      := $(CURDIR)
+VENV      := $(ROOT)/.venv
+BIN       := $(VENV)/bin
+CACHE     := $(ROOT)/.cache
+COLL_PATH := $(CACHE)/collections
+COLL_LINK := $(COLL_PATH)/ansible_collections/clusterdns/doctor
+SANITY    := $(CACHE)/sanity/ansible_collections/clusterdns/doctor
+PYBIN     := $(CACHE)/pybin
+export PATH := $(BIN):$(PYBIN):$(PATH)
+export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(COLL_PATH)
+export ANSIBLE_LOCAL_TEMP := $(CACHE)/ansible-local
+export ANSIBLE_HOME := $(CACHE)/ansible-home
+export ANSIBLE_NOCOLOR := 1
+export PY_COLORS := 0
+
+APT_PACKAGES := dnsmasq-base iptables nftables conntrack iproute2 bind9-dnsutils dnsperf bpftrace \
+                shellcheck openssl podman runc catatonit debootstrap rsync procps kmod
+
+.PHONY: help setup apt venv link diagnose test lint sanity units integration molecule bench clean
+
+help:
+	@echo "make diagnose   - run playbooks/diagnose.yml against this machine (report in ./clusterdns-report)"
+	@echo "make test       - set up, then lint, sanity, unit, integration and molecule tests"
+	@echo "make setup      - only the set-up (apt packages, .venv, collection link)"
+
+setup: apt venv link
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "setup: installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "setup: need root for apt-get install$$missing" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# The newest CPython >= 3.11 on the machine (pyenv versions first, then the PATH).
+PYTHON ?= $(shell for v in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.* 2>/dev/null | sort -V -r); do \
+            [ -x $$v/bin/python3 ] && $$v/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 12))' && { echo $$v/bin/python3; exit; }; done; \
+            for c in python3.14 python3.13 python3.12 python3.11 python3; do command -v $$c >/dev/null 2>&1 && { command -v $$c; exit; }; done)
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@echo "setup: creating $(VENV) with $(PYTHON)"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q -U pip
+	@$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+link:
+	@mkdir -p $(dir $(COLL_LINK)) $(ANSIBLE_LOCAL_TEMP) $(ANSIBLE_HOME) $(PYBIN) $(HOME)/.ansible/test/cache
+	@ln -sfn $(ROOT) $(COLL_LINK)
+	@ver=$$(sed -n "s/^ *pip='\\([0-9.]*\\)',.*/\\1/p" $$($(BIN)/python -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py | head -1); \
+	 if [ -n "$$ver" ]; then cp tests/utils/get_pip.py $(HOME)/.ansible/test/cache/get_pip_$${ver//./_}.py; fi
+	@for v in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.* 2>/dev/null); do \
+	   n=$$(basename $$v); ln -sfn $$v/bin/python$${n%.*} $(PYBIN)/python$${n%.*}; done
+
+diagnose: setup
+	ansible-playbook playbooks/diagnose.yml $(ARGS)
+
+test: setup
+	tests/run-all
+
+lint: setup
+	tests/run-all lint
+
+sanity: setup
+	tests/run-all sanity
+
+units: setup
+	tests/run-all units
+
+integration: setup
+	tests/run-all integration
+
+molecule: setup
+	tests/run-all molecule
+
+clean:
+	rm -rf $(CACHE) tests/output clusterdns-report
