@@ -24,14 +24,14 @@ export PY_COLORS := 0
 APT_PACKAGES := dnsmasq-base iptables nftables conntrack iproute2 bind9-dnsutils dnsperf bpftrace \
                 shellcheck openssl podman runc catatonit debootstrap rsync procps kmod
 
-.PHONY: help setup apt venv link diagnose test lint sanity units integration molecule bench clean
+.PHONY: help setup apt venv compat-venv link diagnose test lint sanity units integration molecule bench clean
 
 help:
 	@echo "make diagnose   - run playbooks/diagnose.yml against this machine (report in ./clusterdns-report)"
 	@echo "make test       - set up, then lint, sanity, unit, integration and molecule tests"
 	@echo "make setup      - only the set-up (apt packages, .venv, collection link)"
 
-setup: apt venv link
+setup: apt venv compat-venv link
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -52,6 +52,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q -U pip
 	@$(BIN)/python -m pip install -q -r requirements-dev.txt
+	@touch $@
+
+# The oldest supported ansible-core (meta/runtime.yml), for the "compat" test stage.
+COMPAT := $(CACHE)/venv-compat
+compat-venv: $(COMPAT)/.installed
+$(COMPAT)/.installed: requirements.txt tests/requirements-compat.txt
+	@echo "setup: creating $(COMPAT) (oldest supported ansible-core)"
+	@test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	@$(COMPAT)/bin/python -m pip install -q -U pip
+	@cd tests && $(COMPAT)/bin/python -m pip install -q -r requirements-compat.txt
 	@touch $@
 
 link:

@@ -20,3 +20,11 @@ def test_report_version_matches_galaxy():
 def test_sanity_ignore_files_are_empty():
     for ignore in (ROOT / "tests" / "sanity").glob("ignore-*.txt"):
         assert ignore.read_text().strip() == "", ignore
+
+
+def test_findings_doc_is_generated_from_the_catalog():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, str(ROOT / "tests" / "utils" / "gen_findings_doc.py"), "--check"], capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr

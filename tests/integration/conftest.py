@@ -1,0 +1,41 @@
+# Copyright (c) clusterdns.doctor contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared helpers for the integration tests: run the collection's playbooks like a user does."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+COLLECTION = pathlib.Path(__file__).resolve().parents[2]
+FIXTURES = COLLECTION / "tests" / "unit" / "plugins" / "module_utils" / "fixtures"
+# Directory holding the ansible-playbook to test with (the "compat" stage points it at the
+# oldest supported ansible-core).
+ANSIBLE_BIN = pathlib.Path(os.environ.get("CLUSTERDNS_ANSIBLE_BIN", str(COLLECTION / ".venv" / "bin")))
+
+
+def run_playbook(playbook, *args, cwd=None, env=None, timeout=600):
+    """Run a playbook of this checkout; returns the CompletedProcess (never raises on rc)."""
+    environ = dict(os.environ)
+    environ.update({
+        "ANSIBLE_CONFIG": str(COLLECTION / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(COLLECTION / ".cache" / "collections")),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_INVENTORY": str(COLLECTION / "inventory" / "localhost.yml"),
+    })
+    environ.update(env or {})
+    cmd = [str(ANSIBLE_BIN / "ansible-playbook"), str(COLLECTION / "playbooks" / playbook), *args]
+    return subprocess.run(cmd, cwd=cwd, env=environ, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def load_report(report_dir):
+    return json.loads((pathlib.Path(report_dir) / "findings.json").read_text())
+
+
+@pytest.fixture
+def report_dir(tmp_path):
+    return tmp_path / "report"

@@ -1,0 +1,104 @@
+# Copyright (c) clusterdns.doctor contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""diagnose.yml end to end: on this machine, on a fixture bundle, under --check, with bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+
+import jsonschema
+import pytest
+from conftest import COLLECTION, FIXTURES, load_report, run_playbook
+
+SCHEMA = json.loads((COLLECTION / "docs" / "findings.schema.json").read_text())
+BUNDLE = FIXTURES / "bundles" / "ct-full-node"
+
+
+def _key(report):
+    return sorted((f["id"], f["host"], f["severity"]) for f in report["findings"])
+
+
+def test_diagnose_this_machine_writes_valid_reports(report_dir):
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_report_dir=%s" % report_dir)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = load_report(report_dir)
+    jsonschema.validate(report, SCHEMA)
+    assert report["hosts"] == ["localhost"]
+    # The node facts modules ran: every node check was evaluated or skipped with a reason.
+    node_checks = [c for c in report["checks"] if c["scope"] == "node"]
+    assert {c["id"] for c in node_checks} >= {"CT001", "CT002", "KRN001", "NODE001", "RES001", "RES002", "RES003"}
+    for check in node_checks:
+        assert check["status"] in ("pass", "fail") or check["reason"], check
+    junit = ET.parse(report_dir / "junit.xml").getroot()
+    assert len(junit.findall("testsuite/testcase")) == len(report["checks"])
+    markdown = (report_dir / "report.md").read_text()
+    assert markdown.startswith("# Cluster DNS report")
+    assert "clusterdns.doctor:" in run.stdout and "finding(s)" in run.stdout
+
+
+def test_check_mode_gives_the_same_findings(tmp_path):
+    normal = run_playbook("diagnose.yml", "-e", "clusterdns_report_dir=%s" % (tmp_path / "a"))
+    checked = run_playbook("diagnose.yml", "--check", "-e", "clusterdns_report_dir=%s" % (tmp_path / "b"))
+    assert normal.returncode == 0 and checked.returncode == 0, checked.stdout
+    assert _key(load_report(tmp_path / "a")) == _key(load_report(tmp_path / "b"))
+
+
+@pytest.fixture
+def bundle_dir(tmp_path):
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    shutil.copytree(BUNDLE, bundles / "node-ct-full", symlinks=True)
+    return bundles
+
+
+def test_bundle_with_full_table_and_stub_resolver(bundle_dir, report_dir):
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % report_dir)
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = load_report(report_dir)
+    jsonschema.validate(report, SCHEMA)
+    assert report["hosts"] == ["node-ct-full"]
+    by_id = {f["id"]: f for f in report["findings"]}
+    ct001 = by_id["CT001"]
+    assert ct001["host"] == "node-ct-full"
+    assert ct001["severity"] == "error"
+    assert ct001["evidence"]["count"] == ct001["evidence"]["max"]
+    res001 = by_id["RES001"]
+    assert res001["severity"] == "critical"
+    assert "127.0.0.53" in json.dumps(res001["evidence"])
+    markdown = (report_dir / "report.md").read_text()
+    assert "ansible-playbook clusterdns.doctor.remediate --tags conntrack --limit node-ct-full" in markdown
+
+
+def test_bundle_archive_gives_the_same_findings_as_the_directory(bundle_dir, tmp_path):
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    shutil.make_archive(str(archives / "node-ct-full"), "gztar", root_dir=bundle_dir, base_dir="node-ct-full")
+    from_dir = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % (tmp_path / "d"))
+    from_tar = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % archives, "-e", "clusterdns_report_dir=%s" % (tmp_path / "t"))
+    assert from_dir.returncode == 0 and from_tar.returncode == 0, from_tar.stdout
+    assert load_report(tmp_path / "d")["findings"] == load_report(tmp_path / "t")["findings"]
+
+
+def test_fail_on_threshold_fails_the_run_after_writing_the_report(bundle_dir, report_dir):
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % report_dir,
+                       "-e", "clusterdns_fail_on=critical")
+    assert run.returncode == 2, run.stdout
+    assert "Findings at or above critical: RES001" in run.stdout
+    assert load_report(report_dir)["summary"]["failed"] is True
+
+
+def test_invalid_variable_fails_before_anything_runs(report_dir):
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_fail_on=severe", "-e", "clusterdns_report_dir=%s" % report_dir)
+    assert run.returncode != 0
+    assert "clusterdns_fail_on" in run.stdout and "critical" in run.stdout
+    assert not report_dir.exists()
+
+
+def test_empty_bundle_dir_is_refused(tmp_path, report_dir):
+    (tmp_path / "empty").mkdir()
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % (tmp_path / "empty"), "-e", "clusterdns_report_dir=%s" % report_dir)
+    assert run.returncode != 0
+    assert "holds no bundle" in run.stdout
+    assert not report_dir.exists()
