@@ -24,7 +24,9 @@ def assessment(monkeypatch):
     @_findings.node_rule("CT001", needs=("clusterdns_conntrack",))
     def ct(host, facts, ctx):
         c = facts["clusterdns_conntrack"]
-        return [_findings.hit({"count": c["count"], "max": c["max"]}, detail="conntrack table %d/%d" % (c["count"], c["max"]), severity="error")] if c["count"] >= c["max"] else []
+        if c["count"] < c["max"]:
+            return []
+        return [_findings.hit({"count": c["count"], "max": c["max"]}, detail="conntrack table %d/%d" % (c["count"], c["max"]), severity="error")]
 
     @_findings.cluster_rule("SVC001")
     def svc(cluster, ctx):
