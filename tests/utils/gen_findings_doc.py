@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright (c) clusterdns.doctor contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Write docs/findings.md from the finding catalog (plugins/module_utils/_catalog.py).
