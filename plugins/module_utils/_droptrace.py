@@ -228,6 +228,18 @@ def _bad(what):
 
 # --- aggregation ---------------------------------------------------------------------------------
 
+# Reasons that free a packet because its socket is going away, not because the network lost it:
+# a TCP DNS client that closes its socket after reading the answer leaves QUEUE_PURGE frees in
+# sk_stream_kill_queues (seen on Linux 6.18 for every dig +tcp). They are counted and returned
+# with kind "teardown" but are not losses.
+TEARDOWN_REASONS = frozenset(("QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE"))
+
+
+def kind_of(reason):
+    """``teardown`` for the socket-teardown reasons above, ``loss`` for everything else (also
+    for ``None``, the location-only mode, where nothing can be told apart)."""
+    return "teardown" if reason in TEARDOWN_REASONS else "loss"
+
 def aggregate(parsed, flow_limit=50):
     """Counts by reason, by (reason, location) and the ``flow_limit`` biggest flows, from the
     in-kernel counts of parse_trace_output. Sorted by count (descending), then name."""
@@ -235,15 +247,19 @@ def aggregate(parsed, flow_limit=50):
     for drop in parsed["drops"]:
         key = (drop["reason"], drop["reason_code"])
         by_reason[key] = by_reason.get(key, 0) + drop["count"]
-    reasons = [{"reason": name, "reason_code": code, "count": count} for (name, code), count in by_reason.items()]
+    reasons = [{"reason": name, "reason_code": code, "kind": kind_of(name), "count": count} for (name, code), count in by_reason.items()]
     reasons.sort(key=lambda item: (-item["count"], item["reason_code"]))
-    locations = sorted(parsed["drops"], key=lambda item: (-item["count"], item["reason_code"], item["location"] or ""))
+    locations = [dict(item, kind=kind_of(item["reason"])) for item in parsed["drops"]]
+    locations.sort(key=lambda item: (-item["count"], item["reason_code"], item["location"] or ""))
     flows = sorted(parsed["flows"], key=lambda item: (-item["count"], item["src"], item["sport"], item["dst"], item["dport"]))
     total = sum(item["count"] for item in reasons)
+    teardown = sum(item["count"] for item in reasons if item["kind"] == "teardown")
     return {
         "total": total,
+        "losses": total - teardown,
+        "teardown": teardown,
         "by_reason": reasons,
-        "by_location": [dict(item) for item in locations],
+        "by_location": locations,
         "flows": [dict(item) for item in flows[:flow_limit]],
         "flows_truncated": max(len(flows) - flow_limit, 0),
         "conntrack_confirm_failed": sum(item["count"] for item in flows if item["conntrack_confirm_failed"]),
@@ -251,16 +267,21 @@ def aggregate(parsed, flow_limit=50):
 
 
 def summarize(aggregated, seconds):
-    """One sentence for a report: what the kernel dropped, by reason and location."""
-    total = aggregated["total"]
+    """One sentence for a report: what the kernel dropped, by reason and location; socket
+    teardown frees are mentioned apart, since they lose no DNS message."""
+    losses = [item for item in aggregated["by_location"] if item["kind"] == "loss"]
+    total = aggregated["losses"]
     if not total:
-        return "no kernel drop of DNS packets in %.1f s" % seconds
-    parts = []
-    for item in aggregated["by_location"][:3]:
-        parts.append("%d %s in %s" % (item["count"], item["reason"] or "(no reason field)", item["location"] or "?"))
-    more = len(aggregated["by_location"]) - 3
-    return "kernel dropped %d DNS packet%s in %.1f s: %s%s" % (
-        total, "" if total == 1 else "s", seconds, ", ".join(parts), ", and %d more location(s)" % more if more > 0 else "")
+        text = "no kernel drop of DNS packets in %.1f s" % seconds
+    else:
+        parts = ["%d %s in %s" % (item["count"], item["reason"] or "(no reason field)", item["location"] or "?") for item in losses[:3]]
+        more = len(losses) - 3
+        text = "kernel dropped %d DNS packet%s in %.1f s: %s%s" % (
+            total, "" if total == 1 else "s", seconds, ", ".join(parts), ", and %d more location(s)" % more if more > 0 else "")
+    if aggregated["teardown"]:
+        names = sorted({item["reason"] for item in aggregated["by_location"] if item["kind"] == "teardown"})
+        text += " (%d more freed at socket teardown, not a loss: %s)" % (aggregated["teardown"], ", ".join(names))
+    return text
 
 
 # --- /proc/net/stat/nf_conntrack -----------------------------------------------------------------

@@ -269,6 +269,20 @@ ansible_facts:
           returned: when available
           type: int
           sample: 3
+        loss_drops:
+          description:
+            - Drops that lost a DNS packet, that is every drop whose reason is not a socket teardown reason.
+            - This is the number to match with probe losses.
+          returned: when available
+          type: int
+          sample: 3
+        teardown_drops:
+          description:
+            - Packets freed because their socket was being closed (C(QUEUE_PURGE), C(SOCKET_CLOSE), C(TCP_CLOSE)).
+            - For example, a TCP DNS client that closes its connection after reading the answer. No DNS message is lost.
+          returned: when available
+          type: int
+          sample: 0
         summary:
           description: One sentence for reports.
           returned: when available
@@ -290,6 +304,12 @@ ansible_facts:
               type: int
               returned: success
               sample: 12
+            kind:
+              description: V(loss), or V(teardown) for the socket teardown reasons (see RV(ansible_facts.clusterdns_drop_trace.teardown_drops)).
+              type: str
+              returned: success
+              choices: [loss, teardown]
+              sample: loss
             count:
               description: Number of drops.
               type: int
@@ -316,6 +336,12 @@ ansible_facts:
               type: str
               returned: success
               sample: nft_do_chain
+            kind:
+              description: V(loss) or V(teardown), as in RV(ansible_facts.clusterdns_drop_trace.by_reason).
+              type: str
+              returned: success
+              choices: [loss, teardown]
+              sample: loss
             count:
               description: Number of drops.
               type: int
@@ -672,6 +698,8 @@ class Tracer:
             "window": {"seconds_requested": self.params["seconds"], "seconds_traced": traced, "started": started,
                        "ended_by": ended_by, "packet_budget": self.params["packet_budget"]},
             "total_drops": parsed["seen"] if parsed["seen"] is not None else agg["total"],
+            "loss_drops": agg["losses"],
+            "teardown_drops": agg["teardown"],
             "summary": _droptrace.summarize(agg, traced if traced is not None else self.params["seconds"]),
             "by_reason": agg["by_reason"],
             "by_location": agg["by_location"],
