@@ -45,10 +45,12 @@ def sh(*argv, check=True, netns=None, timeout=30):
 class Bed:
     """Two namespaces joined by a veth pair, dnsmasq on the server side."""
 
-    def __init__(self):
-        self.cli, self.srv = TAG + "c", TAG + "s"
-        self.cli_if, self.srv_if = TAG + "c0", TAG + "s0"
-        self.pidfile = pathlib.Path("/tmp/%s-dnsmasq.pid" % TAG)
+    def __init__(self, name="", except_interface=False):
+        self.cli, self.srv = TAG + name + "c", TAG + name + "s"
+        self.cli_if, self.srv_if = TAG + name + "c0", TAG + name + "s0"
+        self.pidfile = pathlib.Path("/tmp/%s%s-dnsmasq.pid" % (TAG, name))
+        # seed 003: dnsmasq on the wildcard address told to ignore the interface the queries come in on
+        self.except_interface = except_interface
 
     def up(self):
         sh("ip", "netns", "add", self.cli)
@@ -60,11 +62,20 @@ class Bed:
                 sh("ip", "-n", ns, "addr", "add", addr, "dev", dev, *(["nodad"] if ":" in addr else []))
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "link", "set", dev, "up")
-        sh("dnsmasq", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces",
-           "--listen-address=192.0.2.2", "--listen-address=2001:db8::2", "--address=/example.test/192.0.2.53",
+        if self.except_interface:
+            listen = ["--except-interface=%s" % self.srv_if]
+        else:
+            listen = ["--bind-interfaces", "--listen-address=192.0.2.2", "--listen-address=2001:db8::2"]
+        sh("dnsmasq", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", *listen, "--address=/example.test/192.0.2.53",
            "--pid-file=%s" % self.pidfile, "--user=root", netns=self.srv)
         self.srv_netns = os.stat("/run/netns/%s" % self.srv).st_ino
         self.cli_netns = os.stat("/run/netns/%s" % self.cli).st_ino
+        if self.except_interface:
+            for _ in range(50):
+                if ":53 " in sh("ss", "-lnu", netns=self.srv).stdout:
+                    return
+                time.sleep(0.1)
+            raise AssertionError("dnsmasq in %s does not listen" % self.srv)
         for _ in range(50):
             if sh(*DIG, "@192.0.2.2", "example.test", "+short", netns=self.cli, check=False).stdout.strip() == "192.0.2.53":
                 return
@@ -297,6 +308,34 @@ def test_clean_path_shows_no_loss(tmp_path, bed):
     assert all(f["reason"] in ("QUEUE_PURGE", "SOCKET_CLOSE", "TCP_CLOSE") for f in ours), ours
     if facts["loss_drops"] == 0:
         assert facts["summary"].startswith("no kernel drop of DNS packets")
+
+
+def test_dnsmasq_except_interface_is_no_kernel_drop(tmp_path):
+    # The seed-003 case: dnsmasq listens on the wildcard address but excludes the interface the
+    # queries arrive on. The queries time out, yet the kernel drops nothing: they reach dnsmasq's
+    # socket and dnsmasq discards them. The trace tells this apart from a firewall drop.
+    # Control in the same window: one query from a second client address that a firewall rule
+    # drops, so the test shows the trace did see this namespace.
+    seed = Bed(name="x", except_interface=True)
+    try:
+        seed.up()
+        sh("ip", "-n", seed.cli, "addr", "add", "192.0.2.9/24", "dev", seed.cli_if)
+        seed.firewall("-A", "INPUT", "-s", "192.0.2.9", "-p", "udp", "--dport", "53", "-j", "DROP")
+        answers = []
+
+        def queries():
+            answers.extend(seed.query("192.0.2.2").stdout for _ in range(3))
+            seed.query("192.0.2.2", "-b", "192.0.2.9")
+
+        facts = _trace_while(tmp_path, seed, queries)
+        listening = sh("ss", "-lnu", netns=seed.srv).stdout
+    finally:
+        seed.down()
+    assert all("timed out" in answer for answer in answers), answers
+    assert "*:53" in listening or "0.0.0.0:53" in listening, listening
+    ours = _ours(facts, seed)
+    assert [(f["reason"], f["src"], f["count"]) for f in ours] == [("NETFILTER_DROP", "192.0.2.9", 1)], ours
+    assert not [f for f in ours if f["src"] == "192.0.2.1"]
 
 
 def test_packet_budget_ends_the_trace_early(tmp_path, clean_firewall):
