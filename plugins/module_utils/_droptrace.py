@@ -240,6 +240,7 @@ def kind_of(reason):
     for ``None``, the location-only mode, where nothing can be told apart)."""
     return "teardown" if reason in TEARDOWN_REASONS else "loss"
 
+
 def aggregate(parsed, flow_limit=50):
     """Counts by reason, by (reason, location) and the ``flow_limit`` biggest flows, from the
     in-kernel counts of parse_trace_output. Sorted by count (descending), then name."""

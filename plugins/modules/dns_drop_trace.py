@@ -35,7 +35,7 @@ description:
     stops itself after O(seconds) in any case. After it exits, the module checks that no process of
     that group is left.
 author:
-  - clusterdns.doctor contributors
+  - clusterdns.doctor developers (!UNKNOWN)
 requirements:
   - bpftrace 0.17.0 or later on the node (Debian/Ubuntu package C(bpftrace)).
   - Kernel with BPF tracepoint support and BTF (C(/sys/kernel/btf/vmlinux)); drop reasons need Linux 5.17 or later.
@@ -743,7 +743,9 @@ class Tracer:
         env = dict(os.environ)
         env.update(LC_ENV)
         deadline = self.params["seconds"] + STARTUP_GRACE
-        proc = subprocess.Popen(
+        # Not run_command: the tracer needs its own process group, a parent-death signal and a hard
+        # deadline, and must be killed from the signal handlers; run_command offers none of these.
+        proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
             [self.bpftrace, "-e", program], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
             preexec_fn=_child_setup, close_fds=True)  # noqa: PLW1509 - the module runs no threads
         cleanup = {"pid": proc.pid, "killed": False, "remaining": []}

@@ -71,12 +71,12 @@ class Bed:
         self.srv_netns = os.stat("/run/netns/%s" % self.srv).st_ino
         self.cli_netns = os.stat("/run/netns/%s" % self.cli).st_ino
         if self.except_interface:
-            for _ in range(50):
+            for _attempt in range(50):
                 if ":53 " in sh("ss", "-lnu", netns=self.srv).stdout:
                     return
                 time.sleep(0.1)
             raise AssertionError("dnsmasq in %s does not listen" % self.srv)
-        for _ in range(50):
+        for _attempt in range(50):
             if sh(*DIG, "@192.0.2.2", "example.test", "+short", netns=self.cli, check=False).stdout.strip() == "192.0.2.53":
                 return
             time.sleep(0.1)
@@ -235,9 +235,9 @@ def test_iptables_drop_on_udp53_is_netfilter_drop_with_netns_and_flow(tmp_path, 
     sh("ip6tables", "-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP", netns=bed.srv)
 
     def queries():
-        for _ in range(3):
+        for _query in range(3):
             assert "timed out" in bed.query("192.0.2.2").stdout
-        for _ in range(2):
+        for _query in range(2):
             assert "timed out" in bed.query("2001:db8::2", "AAAA").stdout
 
     facts = _trace_while(tmp_path, bed, queries)
@@ -288,8 +288,8 @@ def test_strict_rp_filter_drop_of_a_spoofed_source(tmp_path, bed):
             sh("sysctl", "-qw", "net.ipv4.conf.%s.rp_filter=0" % key, netns=bed.srv, check=False)
         sh("ip", "-n", bed.cli, "addr", "del", "198.51.100.7/32", "dev", bed.cli_if, check=False)
     ours = _ours(facts, bed)
-    assert [(f["reason"], f["src"], f["dst"], f["netns"], f["interface"]) for f in ours] == [
-        ("IP_RPFILTER", "198.51.100.7", "192.0.2.2", bed.srv_netns, bed.srv_if)], ours
+    assert [(f["reason"], f["location"], f["src"], f["dst"], f["netns"], f["interface"]) for f in ours] == [
+        ("IP_RPFILTER", "ip_rcv_finish_core", "198.51.100.7", "192.0.2.2", bed.srv_netns, bed.srv_if)], ours
 
 
 def test_clean_path_shows_no_loss(tmp_path, bed):
@@ -324,7 +324,7 @@ def test_dnsmasq_except_interface_is_no_kernel_drop(tmp_path):
         answers = []
 
         def queries():
-            answers.extend(seed.query("192.0.2.2").stdout for _ in range(3))
+            answers.extend(seed.query("192.0.2.2").stdout for _query in range(3))
             seed.query("192.0.2.2", "-b", "192.0.2.9")
 
         facts = _trace_while(tmp_path, seed, queries)
@@ -342,7 +342,7 @@ def test_packet_budget_ends_the_trace_early(tmp_path, clean_firewall):
     bed = clean_firewall
     bed.firewall("-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP")
     start = time.monotonic()
-    facts = _trace_while(tmp_path, bed, lambda: [bed.query("192.0.2.2") for _ in range(3)], seconds=60, packet_budget=2, samples=1)
+    facts = _trace_while(tmp_path, bed, lambda: [bed.query("192.0.2.2") for _query in range(3)], seconds=60, packet_budget=2, samples=1)
     assert time.monotonic() - start < 30
     assert facts["window"]["ended_by"] == "budget" and facts["window"]["seconds_traced"] < 10
     assert facts["total_drops"] == 2 and len(facts["samples"]) == 1

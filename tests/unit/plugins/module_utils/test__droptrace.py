@@ -57,8 +57,8 @@ def test_format_before_drop_reasons_has_no_reason_and_no_names():
 def test_format_numbers_follow_the_file_not_a_table():
     # A kernel that numbers reasons differently (synthetic edit of the real 6.18 file: the first
     # two pairs swapped) must give the names at the file's numbers.
-    text = _text("linux-6.18-kfree_skb-format.txt").replace('{ 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }',
-                                                             '{ 2, "NO_SOCKET" }, { 3, "NOT_SPECIFIED" }')
+    swapped = ('{ 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }', '{ 2, "NO_SOCKET" }, { 3, "NOT_SPECIFIED" }')
+    text = _text("linux-6.18-kfree_skb-format.txt").replace(*swapped)
     fmt = _droptrace.parse_tracepoint_format(text)
     assert fmt["reasons"][2] == "NO_SOCKET" and fmt["reasons"][3] == "NOT_SPECIFIED"
 
