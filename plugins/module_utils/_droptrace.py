@@ -99,6 +99,17 @@ def parse_bpftrace_version(text, source="bpftrace --version"):
     raise ParseError("empty output", source=source, expected="bpftrace vMAJOR.MINOR.PATCH")
 
 
+def probe_attach_error(stderr, symbol):
+    """The ``ERROR: Error attaching probe: '...<symbol>'`` line of bpftrace's stderr, or None.
+
+    bpftrace 0.17 prints it when a kprobe/kretprobe cannot be attached (no kprobe support, symbol
+    inlined or notrace); the caller then runs again without that probe."""
+    for line in stderr.splitlines():
+        if line.startswith("ERROR: Error attaching probe:") and symbol in line:
+            return line.strip()
+    return None
+
+
 # --- the trace program's output ------------------------------------------------------------------
 
 _MAP_LINE = re.compile(r"^@(?P<map>\w+)(?:\[(?P<key>.*)\])?: (?P<value>\d+)$")

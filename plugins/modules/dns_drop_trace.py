@@ -668,11 +668,14 @@ class Tracer:
         fmt = _droptrace.parse_tracepoint_format(text, source=fmt_path)
         reasons = fmt["reasons"] if fmt["has_reason"] else None
         ct = self.conntrack_plan() if self.params["conntrack"] else None
-        program = _droptrace_bt.render_program(
-            self.result["ports"], self.params["seconds"], self.params["samples"], self.params["packet_budget"],
-            reason_field=fmt["has_reason"], conntrack_probe=bool(ct and ct["method"] == "kprobe"))
         ct_before = self.ct_counters() if ct else None
-        run = self.spawn(program)
+        run = self.spawn(self.program(fmt, ct))
+        failed_probe = _droptrace.probe_attach_error(run["stderr"], _droptrace_bt.CT_CONFIRM_SYMBOL) if run["rc"] else None
+        if ct and ct["method"] == "kprobe" and failed_probe:
+            # The kernel lists the symbol but cannot probe it (inlined, notrace): trace without it.
+            ct.update(method="counters", probe_note="the kprobe could not be attached (%s)" % failed_probe)
+            ct_before = self.ct_counters()
+            run = self.spawn(self.program(fmt, ct))
         ct_after = self.ct_counters() if ct else None
         if run["rc"] != 0 and run["ended_by"] != "killed":
             self.module.fail_json(
@@ -719,6 +722,11 @@ class Tracer:
                 ct["method"] = "none"
             self.result["conntrack"] = ct
         return self.result
+
+    def program(self, fmt, ct):
+        return _droptrace_bt.render_program(
+            self.result["ports"], self.params["seconds"], self.params["samples"], self.params["packet_budget"],
+            reason_field=fmt["has_reason"], conntrack_probe=bool(ct and ct["method"] == "kprobe"))
 
     def conntrack_plan(self):
         plan = {"method": "counters", "probe_note": None, "confirm_failed_dns": None, "confirm_failed_all": None, "counters_delta": None}

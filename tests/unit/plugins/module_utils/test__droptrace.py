@@ -87,6 +87,15 @@ def test_bpftrace_version_from_the_real_output():
         _droptrace.parse_bpftrace_version("")
 
 
+def test_kprobe_attach_error_is_recognised_in_real_stderr():
+    stderr = _text("bpftrace-0.17-kprobe-unsupported-stderr.txt")
+    assert _droptrace.probe_attach_error(stderr, "__nf_conntrack_confirm") == \
+        "ERROR: Error attaching probe: 'kretprobe:__nf_conntrack_confirm'"
+    # the warnings about the same symbol and the RLIMIT_MEMLOCK message are not attach errors
+    assert _droptrace.probe_attach_error(stderr, "kfree_skb") is None
+    assert _droptrace.probe_attach_error("", "__nf_conntrack_confirm") is None
+
+
 # --- trace output -------------------------------------------------------------------------------
 
 def test_netfilter_drop_records_carry_reason_location_netns_interface_and_flow(reasons):
