@@ -632,7 +632,10 @@ class Tracer:
         path = TRACEFS_PATHS[0]
         if not os.path.isdir(path):
             return "tracefs is not mounted and %s does not exist (kernel without tracefs?)" % path
-        rc, out, err = self.module.run_command(["mount", "-t", "tracefs", "nodev", path], environ_update=LC_ENV)
+        mount = self.module.get_bin_path("mount", required=False)
+        if not mount:
+            return "tracefs is not mounted and the mount command is not installed"
+        rc, out, err = self.module.run_command([mount, "-t", "tracefs", "nodev", path], environ_update=LC_ENV)
         if rc != 0:
             return "tracefs is not mounted and mounting it at %s failed: %s" % (path, (err or out).strip()[:200])
         self.we_mounted = True
@@ -649,7 +652,11 @@ class Tracer:
         if not self.params["unmount_tracefs"]:
             info["note"] = "left mounted (unmount_tracefs=false)"
             return
-        rc, out, err = self.module.run_command(["umount", self.tracefs_path], environ_update=LC_ENV)
+        umount = self.module.get_bin_path("umount", required=False)
+        if not umount:
+            info["note"] = "left mounted: the umount command is not installed"
+            return
+        rc, out, err = self.module.run_command([umount, self.tracefs_path], environ_update=LC_ENV)
         if rc == 0:
             info["unmounted"] = True
         else:
@@ -834,7 +841,8 @@ def main():
         module.fail_json(msg="cannot read the DNS drop trace: %s" % exc, **exc.as_dict())
     except Interrupted as exc:
         tracer.release_tracefs()
-        module.fail_json(msg="interrupted by signal %d before tracing started" % exc.args[0], mounted_tracefs=tracer.we_mounted)
+        module.fail_json(msg="interrupted by signal %d; no tracer is left running" % exc.args[0], mounted_tracefs=tracer.we_mounted,
+                         tracefs=tracer.result.get("tracefs"))
     finally:
         tracer.release_tracefs()
     module.exit_json(changed=False, ansible_facts={"clusterdns_drop_trace": result})
