@@ -456,6 +456,22 @@ ansible_facts:
               type: bool
               returned: success
               sample: false
+        namespaces:
+          description:
+            - The network namespaces that appear in RV(ansible_facts.clusterdns_drop_trace.flows) and
+              RV(ansible_facts.clusterdns_drop_trace.samples), with what lives in them. This helps to
+              tell which pod or service a namespace inode belongs to.
+            - V(names) lists the bind mounts in C(/run/netns) (iproute2 and the pod namespaces of
+              containerd and CRI-O) and C(/run/docker/netns). V(processes) lists up to five
+              processes whose network namespace it is (for a pod, C(pause) and its containers).
+              A namespace whose processes are all gone has empty lists.
+          returned: when available
+          type: list
+          elements: dict
+          sample:
+            - netns: 4026532315
+              names: [cni-5e8a4c2b-1d6f-4a3e-9c1b-2f0d3e4a5b6c]
+              processes: [{"pid": 2211, "comm": "pause"}, {"pid": 2305, "comm": "coredns"}]
         lost_events:
           description: Samples bpftrace could not deliver (the counts are not affected).
           returned: when available
@@ -535,6 +551,8 @@ TRACEFS_PATHS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 FORMAT = "events/skb/kfree_skb/format"
 BTF = "/sys/kernel/btf/vmlinux"
 CT_STAT = "/proc/net/stat/nf_conntrack"
+# iproute2 names (ip netns) and the CNI runtimes' pod namespaces (containerd, CRI-O, Docker)
+NETNS_DIRS = ("/run/netns", "/var/run/netns", "/run/docker/netns")
 # bpftrace compiles the program with LLVM before attaching: allow for a slow node.
 STARTUP_GRACE = 60
 KILL_WAIT = 5
@@ -719,6 +737,8 @@ class Tracer:
             "lost_events": parsed["lost_events"],
             "cleanup": run["cleanup"],
         })
+        inodes = {item["netns"] for item in agg["flows"] + parsed["samples"] if item["netns"]}
+        self.result["namespaces"] = _namespaces(inodes)
         if ct:
             if ct["method"] == "kprobe":
                 ct["confirm_failed_dns"] = agg["conntrack_confirm_failed"]
@@ -797,6 +817,40 @@ class Tracer:
             except subprocess.TimeoutExpired:
                 continue
         return out, err
+
+
+def _namespaces(inodes, max_processes=5):
+    """Who lives in each network namespace: names under /run/netns and a few processes."""
+    found = {inode: {"netns": inode, "names": [], "processes": []} for inode in sorted(inodes)}
+    if not found:
+        return []
+    for directory in NETNS_DIRS:
+        try:
+            entries = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in entries:
+            try:
+                inode = os.stat(os.path.join(directory, name)).st_ino
+            except OSError:
+                continue
+            if inode in found and name not in found[inode]["names"]:
+                found[inode]["names"].append(name)
+    for entry in sorted(os.listdir("/proc"), key=lambda pid: int(pid) if pid.isdigit() else 0):
+        if not entry.isdigit():
+            continue
+        try:
+            link = os.readlink("/proc/%s/ns/net" % entry)
+            inode = int(link[link.index("[") + 1:link.index("]")])
+        except (OSError, ValueError):
+            continue
+        item = found.get(inode)
+        if item is None or len(item["processes"]) >= max_processes:
+            continue
+        comm = _read("/proc/%s/comm" % entry)
+        if comm is not None:
+            item["processes"].append({"pid": int(entry), "comm": comm.strip()})
+    return list(found.values())
 
 
 def _text(data):

@@ -253,6 +253,10 @@ def test_iptables_drop_on_udp53_is_netfilter_drop_with_netns_and_flow(tmp_path, 
     samples = [s for s in facts["samples"] if s["netns"] == bed.srv_netns]
     assert len(samples) == 5 and all(s["netns_from"] == "dev" and 0 <= s["t"] <= 6 for s in samples)
     assert facts["window"]["ended_by"] == "time" and 4.5 <= facts["window"]["seconds_traced"] <= 7
+    # the namespace inode is resolved to its ip-netns name and the processes in it (dnsmasq)
+    (where,) = [item for item in facts["namespaces"] if item["netns"] == bed.srv_netns]
+    assert where["names"] == [bed.srv]
+    assert "dnsmasq" in [proc["comm"] for proc in where["processes"]]
 
 
 def test_query_to_an_address_without_listener_is_no_socket(tmp_path, bed):
