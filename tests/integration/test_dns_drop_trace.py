@@ -480,3 +480,68 @@ def test_through_ansible_in_check_mode(tmp_path):
     facts = json.loads(json.loads("{%s}" % line.strip())["msg"][len("TRACE "):])
     assert facts["available"] is True and facts["window"]["seconds_requested"] == 1
     assert facts["cleanup"]["remaining"] == []
+
+
+# The tasks proposed for diagnose.yml (clusterdns_trace_seconds): start the trace in the
+# background, run the probe meanwhile, then collect the trace; its result becomes the node fact.
+ASYNC_PLAYBOOK = """\
+- hosts: localhost
+  gather_facts: false
+  vars:
+    clusterdns_trace_seconds: 6
+  tasks:
+    - name: Start the kernel DNS drop trace
+      clusterdns.doctor.dns_drop_trace:
+        seconds: "{{ clusterdns_trace_seconds | int }}"
+      become: true
+      async: "{{ clusterdns_trace_seconds | int + 90 }}"
+      poll: 0
+      changed_when: false
+      register: __clusterdns_register_trace_job
+      when: clusterdns_trace_seconds | default(0) | int > 0
+
+    - name: Let bpftrace attach before probing
+      ansible.builtin.wait_for:
+        timeout: 3
+      check_mode: false  # only waits; in check mode wait_for would not
+      when: __clusterdns_register_trace_job.ansible_job_id is defined
+
+    - name: Probe (stands for dns_probe) - queries that a firewall drops
+      ansible.builtin.command: ip netns exec %(cli)s dig +tries=1 +time=1 +retry=0 @192.0.2.2 example.test
+      changed_when: false
+      failed_when: false
+      check_mode: false
+      loop: [1, 2]
+
+    - name: Collect the kernel DNS drop trace
+      ansible.builtin.async_status:
+        jid: "{{ __clusterdns_register_trace_job.ansible_job_id }}"
+      become: true
+      register: __clusterdns_register_trace
+      until: __clusterdns_register_trace.finished
+      retries: "{{ clusterdns_trace_seconds | int + 90 }}"
+      delay: 1
+      when: __clusterdns_register_trace_job.ansible_job_id is defined
+
+    - name: Show the node fact
+      ansible.builtin.debug:
+        msg: "TRACE {{ ansible_facts.clusterdns_drop_trace | to_json }}"
+"""
+
+
+@pytest.mark.parametrize("check", [False, True], ids=["normal", "check"])
+def test_async_wiring_for_diagnose(tmp_path, clean_firewall, check):
+    bed = clean_firewall
+    bed.firewall("-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP")
+    playbook = tmp_path / "trace.yml"
+    playbook.write_text(ASYNC_PLAYBOOK % {"cli": bed.cli})
+    args = ["--check"] if check else []
+    run = run_playbook(str(playbook), *args, env={"ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "changed=0" in run.stdout
+    line = next(line for line in run.stdout.splitlines() if '"msg": "TRACE ' in line)
+    facts = json.loads(json.loads("{%s}" % line.strip())["msg"][len("TRACE "):])
+    assert facts["available"] is True and facts["cleanup"]["remaining"] == []
+    ours = _ours(facts, bed)
+    assert [(f["reason"], f["dst"], f["dport"]) for f in ours] == [("NETFILTER_DROP", "192.0.2.2", 53)] * len(ours)
+    assert sum(f["count"] for f in ours) == 2
