@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
+from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput, ParseError
 
 # --- tracepoint format file -------------------------------------------------------------------
 
@@ -375,3 +375,109 @@ def missing_capabilities(status):
             return ["CAP_SYS_ADMIN"] if not caps & (1 << CAP_BPF | 1 << CAP_PERFMON) else \
                 [name for bit, name in ((CAP_BPF, "CAP_BPF"), (CAP_PERFMON, "CAP_PERFMON")) if not caps & (1 << bit)]
     raise ParseError("no CapEff line", source="/proc/self/status", expected="CapEff:\t<hex>")
+
+
+# --- evidence for finding rules ---------------------------------------------------------------------
+# Rules read ansible_facts.clusterdns_drop_trace (the module's result) through these helpers so that
+# every finding cites the trace the same way.
+
+def _checked(trace):
+    if not isinstance(trace, dict) or "available" not in trace:
+        raise InvalidInput("clusterdns_drop_trace must be the dict dns_drop_trace returns, got %s" % type(trace).__name__)
+    if not trace["available"]:
+        return None
+    for key in ("by_location", "flows", "loss_drops", "window"):
+        if key not in trace:
+            raise InvalidInput("clusterdns_drop_trace has no %r: not a result of dns_drop_trace" % key)
+    return trace
+
+
+def kernel_verdict(trace):
+    """``dropped`` when the kernel dropped DNS packets in the window (socket teardown frees do not
+    count), ``not_dropped`` when it dropped none, None when there was no trace."""
+    trace = _checked(trace)
+    if trace is None:
+        return None
+    return "dropped" if trace["loss_drops"] else "not_dropped"
+
+
+def drop_evidence(trace, reasons=None, netns=None, direction=None, max_examples=3):
+    """Evidence of kernel DNS drops for a finding, or None (no trace, or no matching drop).
+
+    ``reasons`` limits it to drop reason names (for example ``("NETFILTER_DROP",)``), ``netns`` to
+    namespace inodes, ``direction`` to ``query`` or ``reply``. Without ``netns``/``direction`` the
+    count comes from the complete per-location counts; with them it comes from the flows, which
+    the module bounds (``complete`` is then False when flows were left out).
+
+    Returns ``{"count", "complete", "by_location": [...], "examples": [...], "text"}``, where
+    ``text`` is one sentence such as "kernel dropped 4 DNS packets in 8.2 s: 4 NETFILTER_DROP in
+    nft_do_chain; e.g. udp 192.0.2.1:41766 -> 192.0.2.2:53 on cdt1s0 (netns 4026532315)".
+    """
+    trace = _checked(trace)
+    if trace is None:
+        return None
+    wanted = set(reasons) if reasons else None
+    netnses = set(netns) if netns else None
+
+    def keep(item):
+        return (item["kind"] if "kind" in item else kind_of(item["reason"])) == "loss" and (wanted is None or item["reason"] in wanted)
+
+    flows = [flow for flow in trace["flows"] if keep(flow)
+             and (netnses is None or flow["netns"] in netnses) and (direction is None or flow["direction"] == direction)]
+    if netnses is None and direction is None:
+        locations = [item for item in trace["by_location"] if keep(item)]
+        complete = True
+    else:
+        merged = {}
+        for flow in flows:
+            key = (flow["reason"], flow["reason_code"], flow["location"])
+            merged[key] = merged.get(key, 0) + flow["count"]
+        locations = [{"reason": name, "reason_code": code, "location": where, "count": count}
+                     for (name, code, where), count in merged.items()]
+        locations.sort(key=lambda item: (-item["count"], item["reason_code"], item["location"] or ""))
+        complete = not trace.get("flows_truncated")
+    count = sum(item["count"] for item in locations)
+    if not count:
+        return None
+    seconds = trace["window"].get("seconds_traced") or trace["window"].get("seconds_requested") or 0
+    parts = ", ".join("%d %s in %s" % (item["count"], item["reason"] or "(no reason field)", item["location"] or "?")
+                      for item in locations[:3])
+    examples = flows[:max_examples]
+    text = "kernel dropped %d DNS packet%s in %.1f s: %s" % (count, "" if count == 1 else "s", seconds, parts)
+    if examples:
+        flow = examples[0]
+        text += "; e.g. %s %s -> %s%s (netns %s)" % (
+            flow["protocol"], _endpoint(flow["src"], flow["sport"]), _endpoint(flow["dst"], flow["dport"]),
+            " on %s" % flow["interface"] if flow["interface"] else "", flow["netns"])
+    if not complete:
+        text += " (at least; some flows were not returned)"
+    return {"count": count, "complete": complete, "by_location": locations, "examples": examples, "text": text}
+
+
+def _endpoint(address, port):
+    return "[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port)
+
+
+def conntrack_confirmation(trace):
+    """CT002 seen live: conntrack insert failures during the trace window, or None.
+
+    Returns ``{"method", "insert_failed", "confirm_failed_dns", "text"}`` when the kprobe saw a
+    refused DNS packet or the node's ``insert_failed`` counter rose during the window; None
+    when there was no trace, no conntrack part, or nothing was seen."""
+    trace = _checked(trace)
+    if trace is None or not trace.get("conntrack"):
+        return None
+    ct = trace["conntrack"]
+    delta = ct.get("counters_delta") or {}
+    insert_failed = delta.get("insert_failed", 0)
+    dns = ct.get("confirm_failed_dns") or 0
+    if not insert_failed and not dns:
+        return None
+    seconds = trace["window"].get("seconds_traced") or trace["window"].get("seconds_requested") or 0
+    if ct.get("method") == "kprobe":
+        text = "conntrack refused %d DNS packet%s in %.1f s (__nf_conntrack_confirm returned NF_DROP; insert_failed +%d)" % (
+            dns, "" if dns == 1 else "s", seconds, insert_failed)
+    else:
+        text = "conntrack insert_failed rose by %d during the %.1f s trace" % (insert_failed, seconds)
+    return {"method": ct.get("method"), "insert_failed": insert_failed, "confirm_failed_dns": dns if ct.get("method") == "kprobe" else None,
+            "text": text}

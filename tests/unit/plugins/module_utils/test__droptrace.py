@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 
 import pytest
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _droptrace, _droptrace_bt
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
+from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput, ParseError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "droptrace"
 
@@ -287,3 +288,69 @@ def test_render_program_refuses_bad_numbers(kwargs):
     args.update(kwargs)
     with pytest.raises(ValueError):
         _droptrace_bt.render_program(**args)
+
+
+# --- evidence helpers, on real module results (fixtures/droptrace/module-result-*.json) -----------
+
+def _result(name):
+    return json.loads(_text("module-result-%s.json" % name))
+
+
+def test_drop_evidence_for_a_firewall_drop():
+    trace = _result("netfilter-drop")
+    evidence = _droptrace.drop_evidence(trace, reasons=("NETFILTER_DROP",))
+    assert evidence["count"] == 4 and evidence["complete"] is True
+    flow = evidence["examples"][0]
+    assert evidence["text"] == "kernel dropped 4 DNS packets in %.1f s: 4 NETFILTER_DROP in nft_do_chain; e.g. udp %s:%d -> 192.0.2.2:53 on %s (netns %d)" % (
+        trace["window"]["seconds_traced"], flow["src"], flow["sport"], flow["interface"], flow["netns"])
+    assert len(evidence["examples"]) == 3
+    # other reasons, another namespace, the other direction: nothing to cite
+    assert _droptrace.drop_evidence(trace, reasons=("NO_SOCKET",)) is None
+    assert _droptrace.drop_evidence(trace, netns=(1,)) is None
+    assert _droptrace.drop_evidence(trace, direction="reply") is None
+    by_ns = _droptrace.drop_evidence(trace, netns=(flow["netns"],), direction="query")
+    assert by_ns["count"] == 4 and by_ns["by_location"] == [{"reason": "NETFILTER_DROP", "reason_code": 12, "location": "nft_do_chain", "count": 4}]
+
+
+def test_drop_evidence_ipv6_endpoint_and_truncated_flows():
+    trace = _result("no-socket")
+    evidence = _droptrace.drop_evidence(trace, direction="query")
+    assert evidence["count"] == 2
+    v6 = [f for f in evidence["examples"] if f["family"] == "ipv6"]
+    assert v6 and v6[0]["dst"] == "2001:db8::3"
+    # synthetic: the same real result as if the module had left flows out (max_flows)
+    trace = dict(trace, flows=trace["flows"][:1], flows_truncated=1)
+    evidence = _droptrace.drop_evidence(trace, direction="query")
+    assert evidence["complete"] is False and evidence["count"] == 1
+    assert evidence["text"].endswith("(at least; some flows were not returned)")
+
+
+def test_kernel_verdict_tells_kernel_drop_from_application_discard():
+    assert _droptrace.kernel_verdict(_result("netfilter-drop")) == "dropped"
+    # the clean run has one QUEUE_PURGE (TCP teardown): still no kernel drop
+    clean = _result("clean")
+    assert clean["teardown_drops"] == 1
+    assert _droptrace.kernel_verdict(clean) == "not_dropped"
+    assert _droptrace.drop_evidence(clean) is None
+    assert _droptrace.kernel_verdict({"available": False, "reason": "needs root"}) is None
+
+
+def test_conntrack_confirmation():
+    # real results: counters method, no insert failure on this kernel
+    assert _droptrace.conntrack_confirmation(_result("netfilter-drop")) is None
+    # synthetic deltas on the real result's structure
+    trace = _result("netfilter-drop")
+    trace["conntrack"] = dict(trace["conntrack"], counters_delta=dict(trace["conntrack"]["counters_delta"], insert_failed=3))
+    seen = _droptrace.conntrack_confirmation(trace)
+    assert seen["method"] == "counters" and seen["insert_failed"] == 3 and seen["confirm_failed_dns"] is None
+    assert seen["text"] == "conntrack insert_failed rose by 3 during the %.1f s trace" % trace["window"]["seconds_traced"]
+    trace["conntrack"] = dict(trace["conntrack"], method="kprobe", confirm_failed_dns=2, confirm_failed_all=5)
+    seen = _droptrace.conntrack_confirmation(trace)
+    assert seen["confirm_failed_dns"] == 2
+    assert seen["text"].startswith("conntrack refused 2 DNS packets in ")
+
+
+@pytest.mark.parametrize("bad", [None, [], {"flows": []}, {"available": True}])
+def test_evidence_helpers_refuse_what_is_not_a_trace(bad):
+    with pytest.raises(InvalidInput):
+        _droptrace.drop_evidence(bad)
