@@ -1,0 +1,91 @@
+"""labctl up on this machine, the DNS path through the ClusterIP (DNAT visible in conntrack),
+the upstream zone, the admin kubeconfig from the root namespace, and a clean labctl down."""
+
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from conftest import lab, lab_is_up, labctl, nsexec, short, skip_unless_root
+
+pytestmark = pytest.mark.lab
+
+
+def root_snapshot():
+    ipt = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    ipt = "\n".join(ln for ln in ipt.splitlines() if not ln.startswith("#"))
+    # counters change all the time; compare rules only
+    ipt = re.sub(r"\[\d+:\d+\]", "", ipt)
+    return {
+        "nf_conntrack_max": open("/proc/sys/net/netfilter/nf_conntrack_max").read().strip(),
+        "iptables": ipt,
+        "addrs": subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout,
+    }
+
+
+def lab_processes():
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if lab.STATE in cmd or lab.BIN in cmd or "labctl _" in cmd:
+            out.append((pid, cmd))
+    return out
+
+
+def test_up_resolve_down():
+    skip_unless_root()
+    if lab_is_up():
+        labctl("down")
+    before = root_snapshot()
+    t0 = time.time()
+    r = labctl("up")
+    print("labctl up: %.1f s" % (time.time() - t0))
+    kubeconfig = r.stdout.strip().splitlines()[-1]
+    assert kubeconfig == labctl("kubeconfig").stdout.strip() and os.path.exists(kubeconfig)
+    try:
+        # no lab address in the root namespace
+        assert "10.201." not in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+        # the pod resolves through the kube-dns ClusterIP; kube-proxy's DNAT shows in conntrack
+        pod, node = lab.pod_ns(1), lab.node_ns(1)
+        nsexec(node, "conntrack", "-F")
+        assert short(pod, "kubernetes.default.svc.cluster.local") == "10.96.0.1"
+        ct = nsexec(node, "conntrack", "-L", "-p", "udp", "--orig-dst", lab.KUBE_DNS_IP).stdout
+        assert re.search(r"dst=10\.96\.0\.10 sport=\d+ dport=53 src=10\.201\.0\.2[12] dst=10\.244\.1\.2", ct), ct
+        # resolv.conf is what a kubelet writes, so the short name works through the search path
+        assert "ndots:5" in nsexec(pod, "cat", "/etc/resolv.conf").stdout
+        assert short(pod, "kubernetes.default", "+search") == "10.96.0.1"
+        # an external lab name resolves through CoreDNS -> upstream dnsmasq
+        assert short(pod, "www.lab.example") == "192.0.2.10"
+        up_log = open(os.path.join(lab.STATE, "logs", "upstream-dnsmasq.log")).read()
+        assert re.search(r"query\[A\] www\.lab\.example from 10\.201\.0\.2[12]", up_log)
+        # the admin kubeconfig works from the root namespace (kubernetes client, if installed)
+        try:
+            import kubernetes
+        except ImportError:
+            kubernetes = None
+        if kubernetes is not None:
+            client = kubernetes.config.new_client_from_config(kubeconfig)
+            names = [n.metadata.name for n in kubernetes.client.CoreV1Api(client).list_node().items]
+            assert names == ["node%d" % i for i in range(1, lab.NODES + 1)]
+        svc = lab.Api().get("/api/v1/namespaces/kube-system/services/kube-dns")
+        assert svc["spec"]["clusterIP"] == lab.KUBE_DNS_IP
+    finally:
+        labctl("down")
+    after = root_snapshot()
+    # other users of the machine may change the root namespace meanwhile: compare what is ours
+    lab_marks = ("10.201.0.", "10.96.0.", "10.244.", "169.254.20.10", lab.PREFIX, "KUBE-", "NodeLocal")
+    for key in ("iptables", "addrs"):
+        assert not [ln for ln in after[key].splitlines() if any(m in ln for m in lab_marks)
+                    and ln not in before[key].splitlines()], key
+    assert [ns for ns in lab.lab_netns()] == []
+    assert not [d for d in os.listdir("/etc/netns") if d.startswith(lab.PREFIX)] if os.path.isdir("/etc/netns") else True
+    assert not os.path.exists(lab.STATE)
+    assert lab_processes() == []
+    assert after["nf_conntrack_max"] == before["nf_conntrack_max"]
