@@ -205,7 +205,7 @@ def test_rbac_endpointslices(api):
     cr = api.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/system:coredns")
     assert not any("endpointslices" in r.get("resources", []) for r in cr["rules"])
     assert "plugin/kubernetes: Failed to watch" in coredns_log("a", offs["a"])
-    assert 'Plugins not ready: "kubernetes"' in coredns_log("a", offs["a"])
+    assert wait_until(lambda: 'Plugins not ready: "kubernetes"' in coredns_log("a", offs["a"]), 10)
     assert wait_until(lambda: not ready(pod(api, "coredns-a")) and not ready(pod(api, "coredns-b")), 15)
     labctl("heal", "rbac-endpointslices")
     assert_clean(api)
