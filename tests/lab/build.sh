@@ -21,7 +21,7 @@ LOGS="$CACHE/logs"
 # Versions: keep in sync with tests/lab/wrappers/*/go.mod and labctl.
 ETCD_VERSION=v3.6.16
 K8S_VERSION=v1.34.4
-COREDNS_VERSION=v1.12.4
+COREDNS_VERSION="${CLUSTERDNS_LAB_COREDNS_VERSION:-v1.12.4}"   # override for CDNS003/CDNS004 (docs/lab.md)
 NODECACHE_VERSION=v0.0.0-20230331134350-76795c66ba55   # k8s.io/dns, CoreDNS 1.10.0 inside
 
 if [[ -z "${GO:-}" ]]; then

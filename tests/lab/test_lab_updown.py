@@ -74,6 +74,9 @@ def test_up_resolve_down():
             client = kubernetes.config.new_client_from_config(kubeconfig)
             names = [n.metadata.name for n in kubernetes.client.CoreV1Api(client).list_node().items]
             assert names == ["node%d" % i for i in range(1, lab.NODES + 1)]
+            # pod logs through the API: the agent serves the kubelet's containerLogs endpoint
+            text = kubernetes.client.CoreV1Api(client).read_namespaced_pod_log("coredns-a", "kube-system")
+            assert "CoreDNS-" in text
         svc = lab.Api().get("/api/v1/namespaces/kube-system/services/kube-dns")
         assert svc["spec"]["clusterIP"] == lab.KUBE_DNS_IP
     finally:
