@@ -37,6 +37,7 @@ SCHEMA_VERSION = "1.0"
 RULE_MODULES = (
     "_rules_node",
     "_rules_resolver",
+    "_rules_netfilter",
 )
 
 DEFAULT_OPTIONS = {
