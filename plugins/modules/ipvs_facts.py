@@ -167,6 +167,9 @@ def gather(source, cluster_ips):
     if proc["available"] or not source.live:
         # Live: only run ipvsadm when the kernel table exists (ipvsadm would modprobe ip_vs).
         listing = source.command("ipvsadm-Ln", ["ipvsadm", "-Ln"])
+    if listing is not None and listing["available"] and listing["content"].startswith("Can't initialize ipvs"):
+        # ipvsadm's own message when the kernel has no IPVS (saved in a bundle as the command's output)
+        listing = dict(listing, available=False, reason=listing["content"].strip().replace("\n", " "))
     if listing is not None and listing["available"]:
         table = parse_list(listing["content"], source=listing["path"] or "ipvsadm -Ln")
         facts["source"] = "ipvsadm"
