@@ -348,7 +348,8 @@ def parse_save(text, source="iptables-save", family="ipv4", service_name=DEFAULT
         raise ParseError("unexpected line", source=source, lineno=lineno, line=line,
                          expected="iptables-save output: '*table', ':CHAIN POLICY', '-A CHAIN ...', 'COMMIT' or '# comment'")
 
-    services = [_service(lineno, position, line, family, source, svc_lines, sep_lines) for lineno, position, line in dns_service_rules]
+    services = [_service(lineno, position, line, family, source, svc_lines, sep_lines, service_key, cluster_ips)
+                for lineno, position, line in dns_service_rules]
     if kube_chains["KUBE-SVC"] or kube_chains["KUBE-SEP"]:
         mode = "iptables"
     elif kube_chains["KUBE-IPVS"] or ipset_kube:
@@ -389,12 +390,14 @@ def _service_fields(match):
             "port": port, "protocol": match["protocol"]}
 
 
-def _service(lineno, position, line, family, source, svc_lines, sep_lines):
+def _service(lineno, position, line, family, source, svc_lines, sep_lines, service_key, cluster_ips):
     words = split_rule(line, source, lineno)
     match = rule_match(words)
     target = match["target"] or ""
     if not (target.startswith("KUBE-SVC-") or target.startswith("KUBE-SVL-")):
         return None  # e.g. the KUBE-MARK-MASQ rule of the same service, or an external IP rule
+    if not _is_dns_service(match["comment"] or "", match, service_key, cluster_ips):
+        return None  # the substring test matched another address (10.96.0.10 in 10.96.0.100)
     entry = {"family": family, "position": position, "lineno": lineno, "rule": line, "chain": target}
     entry.update(_service_fields(match))
     endpoints = []

@@ -58,6 +58,26 @@ def test_service_found_by_cluster_ip_when_comments_are_stripped():
     assert len(found[0]["endpoints"]) == 2
 
 
+def test_cluster_ip_match_is_exact():
+    text = load("local-netns-kubeproxy-nft.txt").replace("kube-system/kube-dns", "x/y").replace("10.96.0.10/32", "10.96.0.100/32")
+    assert _iptables.parse_save(text, cluster_ips=["10.96.0.10"])["services"] == []
+    assert len(_iptables.parse_save(text, cluster_ips=["10.96.0.100"])["services"]) == 2
+
+
+def test_ct_notrack_form_is_nodelocal():
+    text = "*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -d 169.254.20.10/32 -p udp -m udp --dport 53 -j CT --notrack\nCOMMIT\n"
+    (entry,) = _iptables.parse_save(text)["nodelocal"]
+    assert (entry["kind"], entry["target"], entry["addresses"]) == ("notrack", "CT", ["169.254.20.10"])
+
+
+def test_ipv6_dump_addresses():
+    text = ("*raw\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -d fd00::a/128 -p udp -m udp --dport 53 -j NOTRACK\nCOMMIT\n"
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s fd00::/8 -p udp -m udp --sport 53 -j DROP\nCOMMIT\n")
+    parsed = _iptables.parse_save(text, family="ipv6")
+    assert parsed["nodelocal"][0]["addresses"] == ["fd00::a"]
+    assert [(b["family"], b["dns_ports"]) for b in parsed["dns_blocks"]] == [("ipv6", ["sports 53"])]
+
+
 def test_dns_block_with_range_and_position(kubeproxy):
     (block,) = kubeproxy["dns_blocks"]
     assert (block["table"], block["chain"], block["position"], block["target"]) == ("filter", "FORWARD", 2, "DROP")
