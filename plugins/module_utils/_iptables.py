@@ -100,7 +100,7 @@ def _port_set(spec):
     ranges = []
     for part in spec.split(","):
         if ":" in part:
-            low, _, high = part.partition(":")
+            low, _sep, high = part.partition(":")
             low = _port_number(low, 0)
             high = _port_number(high, 65535)
         else:
@@ -211,7 +211,7 @@ def covers_dns(match, port=DNS_PORT):
 def _address(cidr):
     if not cidr or cidr.startswith("!"):
         return None
-    address, _, length = cidr.partition("/")
+    address, _sep, length = cidr.partition("/")
     if length in ("", "32", "128"):
         return address
     return None
@@ -222,7 +222,7 @@ def _comment_service(comment):
     if not comment:
         return None, None
     head = comment.split(" ", 1)[0]
-    name, _, port_name = head.partition(":")
+    name, _sep, port_name = head.partition(":")
     return name, port_name
 
 
@@ -422,9 +422,9 @@ def _split_hostport(text):
     if not text:
         return None, None
     if text.startswith("["):
-        host, _, port = text[1:].partition("]:")
+        host, _sep, port = text[1:].partition("]:")
     else:
-        host, _, port = text.rpartition(":")
+        host, _sep, port = text.rpartition(":")
         if not host:
             host, port = text, ""
     return host, int(port) if port.isdigit() else None
@@ -482,7 +482,7 @@ def parse_ss(text, protocol, source="ss", port=None):
             raise ParseError("too few columns", source=source, lineno=lineno, line=line,
                              expected="'State Recv-Q Send-Q Local:Port Peer:Port [Process]' (ss -lnup / -lntp)")
         local = words[3]
-        address, _, port_text = local.rpartition(":")
+        address, _sep, port_text = local.rpartition(":")
         if not port_text.isdigit():
             raise ParseError("local address has no numeric port", source=source, lineno=lineno, line=line,
                              expected="ADDRESS:PORT (run ss with -n)")
@@ -490,7 +490,7 @@ def parse_ss(text, protocol, source="ss", port=None):
             continue
         scope = None
         if "%" in address:
-            address, _, scope = address.partition("%")
+            address, _sep, scope = address.partition("%")
         address = address.strip("[]")
         rest = " ".join(words[5:])
         processes = [{"name": m.group("name"), "pid": int(m.group("pid"))} for m in _USERS_RE.finditer(rest)]

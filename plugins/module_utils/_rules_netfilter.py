@@ -136,7 +136,7 @@ def ipvs_old_kernel(host, facts, ctx):
 
 @node_rule("IPVS002", needs=("clusterdns_ipvs",))
 def ipvs_kube_dns_stale(host, facts, ctx):
-    mode, _ = _proxy_mode(facts)
+    mode = _proxy_mode(facts)[0]
     if mode != "ipvs":
         raise Skip("kube-proxy is not in IPVS mode on this node (mode: %s)" % (mode or "unknown"))
     ipvs = facts["clusterdns_ipvs"]

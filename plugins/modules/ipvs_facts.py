@@ -106,14 +106,39 @@ ansible_facts:
           elements: dict
           returned: always
           contains:
-            protocol: {description: V(TCP), V(UDP), V(SCTP) or V(FWM)., type: str, sample: UDP}
-            address: {description: Virtual address (V(null) for FWM)., type: str, sample: 10.96.0.10}
-            port: {description: Virtual port (V(null) for FWM)., type: int, sample: 53}
-            fwmark: {description: Firewall mark of an FWM service., type: int, sample: null}
-            scheduler: {description: Scheduler., type: str, sample: rr}
-            persistent: {description: Persistence timeout in seconds, V(null) when not persistent., type: int, sample: null}
-            flags: {description: Other flags printed after the scheduler., type: list, elements: str, sample: []}
-            stats: {description: Counters from C(--stats) (conns, inpkts, outpkts, inbytes, outbytes) or V(null)., type: dict, sample: null}
+            protocol:
+              description: V(TCP), V(UDP), V(SCTP) or V(FWM).
+              type: str
+              sample: UDP
+            address:
+              description: Virtual address (V(null) for FWM).
+              type: str
+              sample: 10.96.0.10
+            port:
+              description: Virtual port (V(null) for FWM).
+              type: int
+              sample: 53
+            fwmark:
+              description: Firewall mark of an FWM service.
+              type: int
+              sample: null
+            scheduler:
+              description: Scheduler.
+              type: str
+              sample: rr
+            persistent:
+              description: Persistence timeout in seconds; V(null) when not persistent.
+              type: int
+              sample: null
+            flags:
+              description: Other flags printed after the scheduler.
+              type: list
+              elements: str
+              sample: []
+            stats:
+              description: Counters from C(--stats) (C(conns), C(inpkts), C(outpkts), C(inbytes), C(outbytes)), or V(null).
+              type: dict
+              sample: null
             real_servers:
               description: C(address), C(port), C(forward) (Masq, Route, Tunnel), C(weight), C(active), C(inactive), C(stats).
               type: list

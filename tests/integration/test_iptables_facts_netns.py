@@ -106,7 +106,7 @@ def test_nodelocal_listener_clears_nld001(node, tmp_path):
                                "--listen-address=" + NODELOCAL, "--bind-interfaces", "--port=53", "--pid-file=", "--user=root"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        for _ in range(50):  # bounded: at most 5 s for dnsmasq to bind
+        for _attempt in range(50):  # bounded: at most 5 s for dnsmasq to bind
             if "%s:53" % NODELOCAL in sh("ss", "-lnu", netns=name).stdout:
                 break
             try:

@@ -35,6 +35,10 @@ def run(facts, rule, cluster=None):
     return check, [f for f in result["findings"] if f["id"] == rule]
 
 
+def run_check(facts, rule, cluster=None):
+    return run(facts, rule, cluster=cluster)[0]
+
+
 # IPT001 ---------------------------------------------------------------------------------------
 
 def test_ipt001_no_endpoints_reject_real_dump():
@@ -61,7 +65,7 @@ def test_ipt001_expected_ip_from_kubelet_not_programmed():
 
 def test_ipt001_expected_ip_from_cluster_facts():
     cluster = {"kube_dns": {"cluster_ip": "10.96.0.10"}}
-    check, _ = run({"clusterdns_iptables": iptables_facts("local-netns-kubeproxy-nft.txt")}, "IPT001", cluster=cluster)
+    check = run_check({"clusterdns_iptables": iptables_facts("local-netns-kubeproxy-nft.txt")}, "IPT001", cluster=cluster)
     assert check["status"] == "pass"
 
 
@@ -114,12 +118,12 @@ def test_ipvs001_kernel_versions(version, status):
 
 def test_ipvs001_iptables_mode_on_old_kernel_passes():
     facts = {"clusterdns_iptables": iptables_facts("local-netns-kubeproxy-nft.txt"), "clusterdns_kernel": {"version": [4, 19, 0]}}
-    check, _ = run(facts, "IPVS001")
+    check = run_check(facts, "IPVS001")
     assert check["status"] == "pass"
 
 
 def test_ipvs001_skips_without_kernel_facts():
-    check, _ = run({"clusterdns_ipvs": ipvs_facts("github-opsnull-251-ln.txt")}, "IPVS001")
+    check = run_check({"clusterdns_ipvs": ipvs_facts("github-opsnull-251-ln.txt")}, "IPVS001")
     assert check["status"] == "skip" and "clusterdns_kernel not gathered" in check["reason"]
 
 
@@ -156,7 +160,7 @@ def test_ipvs002_healthy_and_not_applicable():
     check, findings = run({"clusterdns_ipvs": facts}, "IPVS002")
     assert (check["status"], findings) == ("pass", [])
     unavailable = {"available": False, "reason": "IPVS not loaded: not found: /proc/net/ip_vs"}
-    check, _ = run({"clusterdns_ipvs": unavailable}, "IPVS002")
+    check = run_check({"clusterdns_ipvs": unavailable}, "IPVS002")
     assert check["status"] == "skip" and "IPVS not loaded" in check["reason"]
 
 
@@ -179,7 +183,7 @@ def test_nld001_passes_when_listener_answers():
 
 
 def test_nld001_no_notrack_rules_pass_and_unknown_listeners_skip():
-    check, _ = run({"clusterdns_iptables": iptables_facts("github-kubeadm-noendpoints.txt", ss=None)}, "NLD001")
+    check = run_check({"clusterdns_iptables": iptables_facts("github-kubeadm-noendpoints.txt", ss=None)}, "NLD001")
     assert check["status"] == "pass"
-    check, _ = run({"clusterdns_iptables": iptables_facts("local-netns-kubeproxy-nft.txt", ss=None)}, "NLD001")
+    check = run_check({"clusterdns_iptables": iptables_facts("local-netns-kubeproxy-nft.txt", ss=None)}, "NLD001")
     assert check["status"] == "skip" and "ss not found" in check["reason"]
