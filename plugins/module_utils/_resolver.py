@@ -243,6 +243,7 @@ def parse_kubelet_config(text, source="config.yaml"):
 def _parse_yaml_subset(text, source, result):
     current = None
     documents = 0
+    seen_content = False
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.rstrip("\r")
         body = line.rstrip()
@@ -250,9 +251,10 @@ def _parse_yaml_subset(text, source, result):
             continue
         if body.startswith("---"):
             documents += 1
-            if documents > 1:
+            if documents > 1 or seen_content:
                 raise ParseError("a second YAML document", source=source, lineno=lineno, line=line, expected="one KubeletConfiguration per file")
             continue
+        seen_content = True
         indent = len(body) - len(body.lstrip(" \t"))
         if "\t" in body[:indent]:
             raise ParseError("tab in indentation (YAML allows only spaces)", source=source, lineno=lineno, line=line, expected="spaces")
