@@ -49,7 +49,7 @@ options:
     description:
       - Directory that stands for the node's C(/).
       - V(/) (the default) reads the live node and runs its tools.
-      - Any other directory is an unpacked support bundle written by P(clusterdns.doctor.collect#playbook);
+      - Any other directory is an unpacked support bundle written by the C(clusterdns.doctor.collect) playbook;
         files are read below it and command outputs from C(<root>/commands/<name>.txt), so the
         diagnosis can run offline.
     type: path

@@ -39,7 +39,15 @@ class Source:
         full = self.path(path)
         try:
             with open(full, "rb") as handle:
-                data = handle.read(max_bytes)
+                # Chunked: procfs sysctl files fail with ENOMEM when asked for megabytes at once.
+                chunks, size = [], 0
+                while size < max_bytes:
+                    chunk = handle.read(min(65536, max_bytes - size))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                data = b"".join(chunks)
         except OSError as exc:
             return {"available": False, "content": None, "path": full, "reason": _os_reason(exc)}
         return {"available": True, "content": data.decode("utf-8", "replace"), "path": full, "reason": None}

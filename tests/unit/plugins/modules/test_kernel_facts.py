@@ -1,0 +1,79 @@
+# Copyright (c) clusterdns.doctor contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""kernel_facts as a process: on bundles built from real captures and live on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import shutil
+import subprocess
+import sys
+
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _kernel
+
+MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.kernel_facts"
+FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures" / "kernel"
+
+
+def _collections_root():
+    for parent in pathlib.Path(_kernel.__file__).parents:
+        if parent.name == "ansible_collections":
+            return parent.parent
+    return pathlib.Path.cwd()
+
+
+def run_module(tmp_path, args):
+    argsfile = tmp_path / "args.json"
+    argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    environ = dict(os.environ, PYTHONPATH=str(_collections_root()))
+    proc = subprocess.run([sys.executable, "-m", MODULE, str(argsfile)], env=environ, capture_output=True, text=True, timeout=120, check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def test_old_kernel_bundle(tmp_path):
+    root = tmp_path / "bundle"
+    (root / "proc/sys/kernel").mkdir(parents=True)
+    (root / "proc/sys/net/core").mkdir(parents=True)
+    (root / "proc/net").mkdir(parents=True)
+    (root / "proc/sys/kernel/osrelease").write_text("4.19.91-25.1.al7.x86_64\n")
+    (root / "proc/sys/net/core/rmem_max").write_text("212992\n")
+    shutil.copy(FIXTURES / "snmp-rcvbuf-netns.txt", root / "proc/net/snmp")
+    rc, result = run_module(tmp_path, {"root": str(root), "interval": 5})
+    facts = result["ansible_facts"]["clusterdns_kernel"]
+    assert rc == 0
+    assert facts["version"] == [4, 19, 91]
+    assert [f["id"] for f in facts["exposure"] if not f["fixed"]] == ["nf-nat-same-origin", "nf-clash-allow-insert", "ipvs-conn-reuse"]
+    assert facts["udp"]["RcvbufErrors"] == 1991 and facts["udp6"] is None
+    assert facts["sysctls"]["net/core/rmem_max"] == "212992" and facts["sysctls"]["net/ipv4/ip_forward"] is None
+    assert facts["interval"] == 0.0 and facts["udp_delta"] is None  # a bundle is one moment
+
+
+def test_proc_version_fallback_and_unreadable_release(tmp_path):
+    root = tmp_path / "bundle"
+    (root / "proc").mkdir(parents=True)
+    shutil.copy(FIXTURES / "proc-version-build-machine.txt", root / "proc/version")
+    rc, result = run_module(tmp_path, {"root": str(root)})
+    assert rc == 0 and result["ansible_facts"]["clusterdns_kernel"]["release"] == "6.18.44-fc-v1045"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, result = run_module(tmp_path, {"root": str(empty)})
+    facts = result["ansible_facts"]["clusterdns_kernel"]
+    assert rc == 0 and facts["available"] is False and "kernel release not readable" in facts["reason"]
+
+
+def test_bad_release_fails_naming_the_file(tmp_path):
+    root = tmp_path / "bundle"
+    (root / "proc/sys/kernel").mkdir(parents=True)
+    (root / "proc/sys/kernel/osrelease").write_text("unknown\n")
+    rc, result = run_module(tmp_path, {"root": str(root)})
+    assert rc != 0 and "proc/sys/kernel/osrelease line 1" in result["msg"]
+
+
+def test_live_machine(tmp_path):
+    rc, result = run_module(tmp_path, {"interval": 0.2})
+    facts = result["ansible_facts"]["clusterdns_kernel"]
+    assert rc == 0 and facts["release"] == platform.release()
+    assert facts["udp"]["InErrors"] >= 0 and set(facts["udp_delta"]) == {"udp", "udp6"}
