@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
@@ -16,6 +17,9 @@ FIXTURES = COLLECTION / "tests" / "unit" / "plugins" / "module_utils" / "fixture
 # Directory holding the ansible-playbook to test with (the "compat" stage points it at the
 # oldest supported ansible-core).
 ANSIBLE_BIN = pathlib.Path(os.environ.get("CLUSTERDNS_ANSIBLE_BIN", str(COLLECTION / ".venv" / "bin")))
+# tests/testbed (the node test bed) is imported as the package "testbed".
+if str(COLLECTION / "tests") not in sys.path:
+    sys.path.append(str(COLLECTION / "tests"))
 
 
 def run_playbook(playbook, *args, cwd=None, env=None, timeout=600):
@@ -39,3 +43,17 @@ def load_report(report_dir):
 @pytest.fixture
 def report_dir(tmp_path):
     return tmp_path / "report"
+
+
+@pytest.fixture
+def node_bed(request, tmp_path):
+    """A node test bed (tests/testbed/bed.py): node and pod namespaces joined by a veth whose
+    node-side name is the fixture's parameter (indirect parametrize; default ``cilium_host``),
+    and the DNS VIP 169.254.25.10 on the node's lo. Removed after the test, also when it fails."""
+    from testbed.bed import Bed
+
+    bed = Bed(getattr(request, "param", "cilium_host"), workdir=str(tmp_path / "bed"))
+    try:
+        yield bed
+    finally:
+        bed.close()

@@ -57,6 +57,7 @@ class Bed:
         self.pod_ip = "10.244.%d.2" % subnet
         self._own_dir = workdir is None
         self.dir = workdir or tempfile.mkdtemp(prefix="cdbed-")
+        os.makedirs(self.dir, exist_ok=True)
         self.dnsmasq = None
         self.conf_path = os.path.join(self.dir, "dnsmasq.conf")
         self._made = []
