@@ -18,12 +18,12 @@ description:
   - Detects a local stub resolver in front of the real upstream servers (systemd-resolved's
     C(127.0.0.53) and C(/run/systemd/resolve/stub-resolv.conf), a dnsmasq on loopback) and reads
     the upstream file behind it (C(/run/systemd/resolve/resolv.conf) for systemd-resolved).
-  - Finds kubelet and its DNS settings (C(clusterDNS), C(clusterDomain), C(resolvConf)): from the
+  - Finds kubelet and its DNS settings (C(clusterDNS), C(clusterDomain), C(resolvConf)) from the
     running kubelet's command line (C(/proc/<pid>/cmdline)), its C(--config) file (default
     O(kubelet_config)), and, when kubelet is not running, the flags files the kubelet unit reads
     (C(/var/lib/kubelet/kubeadm-flags.env), C(/etc/default/kubelet), C(/etc/sysconfig/kubelet),
     systemd drop-ins in C(kubelet.service.d)). Command-line flags win over the config file, as in
-    kubelet. The resolv.conf kubelet hands to pods with C(dnsPolicy: Default) (CoreDNS) is parsed too.
+    kubelet. The resolv.conf kubelet hands to pods with C(dnsPolicy) V(Default) (CoreDNS) is parsed too.
   - Reports the libc flavour (glibc or musl) and version, because resolver options behave
     differently in each.
 author:
