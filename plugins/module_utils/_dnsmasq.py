@@ -376,7 +376,7 @@ def parse_ip_addr(text, source="ip -j addr"):
     interfaces = []
     for link in data:
         if not isinstance(link, dict) or "ifname" not in link:
-            raise ParseError("link without ifname", source=source, line=str(link)[:200], expected="objects with ifname and addr_info")
+            raise ParseError("link without ifname", source=source, line=str(link)[:200], expected="objects with ifname and addr_info, as ip -j addr prints")
         addresses = []
         for info in link.get("addr_info") or []:
             if info.get("family") in ("inet", "inet6") and info.get("local"):
