@@ -129,7 +129,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import delta
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
-from ansible_collections.clusterdns.doctor.plugins.module_utils._kernel import SYSCTLS, exposure, parse_release, parse_snmp, parse_snmp6, release_from_proc_version
+from ansible_collections.clusterdns.doctor.plugins.module_utils._kernel import (
+    SYSCTLS, exposure, parse_release, parse_snmp, parse_snmp6, release_from_proc_version)
 from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
 
 

@@ -9,6 +9,16 @@ import pytest
 
 from conftest import dig, icmp_echo, lab, lab_is_up, labctl, nsexec, short, skip_unless_root, wait_until
 
+
+def restarted(pod_obj):
+    """The pod when its first container restarted at least once, else None (for wait_until)."""
+    return pod_obj if pod_obj["status"]["containerStatuses"][0]["restartCount"] >= 1 else None
+
+
+def nxdomain(result):
+    """A dig result (rc, output) when it says NXDOMAIN, else None (for wait_until)."""
+    return result if "NXDOMAIN" in result[1] else None
+
 pytestmark = pytest.mark.lab
 
 POD1 = lab.pod_ns(1)
@@ -144,8 +154,7 @@ def test_corefile_invalid(api):
     for s in ("a", "b"):
         assert "reload failed" in coredns_log(s, offs[s])
     assert "Unknown directive 'cahce'" in coredns_log("a", offs["a"])
-    p = wait_until(lambda: (lambda q: q if q["status"]["containerStatuses"][0]["restartCount"] >= 1 else None)(
-        pod(api, "coredns-a")), 20)
+    p = wait_until(lambda: restarted(pod(api, "coredns-a")), 20)
     assert p and not ready(p)
     # the other replica keeps serving the old configuration
     assert short(POD1, "kubernetes.default.svc.cluster.local") == "10.96.0.1"
@@ -171,8 +180,7 @@ def test_upstream_loop(api):
     labctl("fault", "upstream-loop")
     logs = coredns_log("a", offs["a"]) + coredns_log("b", offs["b"])
     assert re.search(r'\[FATAL\] plugin/loop: Loop \(.*\) detected for zone "\."', logs), logs[-2000:]
-    p = wait_until(lambda: (lambda q: q if q["status"]["containerStatuses"][0]["restartCount"] >= 1 else None)(
-        pod(api, "coredns-a")), 20)
+    p = wait_until(lambda: restarted(pod(api, "coredns-a")), 20)
     assert p
     labctl("heal", "upstream-loop")
     assert_clean(api)
@@ -225,7 +233,8 @@ def test_firewall_udp53(api):
 def test_dnsmasq_except_interface(api):
     labctl("fault", "dnsmasq-except-interface")
     node_ip = lab.node_ip(1)
-    conf = open(os.path.join(lab.STATE, "node1", "dnsmasq.conf")).read()
+    with open(os.path.join(lab.STATE, "node1", "dnsmasq.conf")) as handle:
+        conf = handle.read()
     assert "except-interface=cilium_*" in conf
     assert "cilium_host" in nsexec(NODE1, "ip", "-o", "link", "show", "cilium_host").stdout
     # seed 003: ICMP works, DNS from the pod times out, the node itself gets answers
@@ -266,8 +275,7 @@ def test_tolerate_unready_annotation(api):
     svc = api.get("/api/v1/namespaces/default/services/legacy-db")
     assert svc["metadata"]["annotations"]["service.alpha.kubernetes.io/tolerate-unready-endpoints"] == "true"
     # CoreDNS >= 1.8.4 ignores the annotation: the not-ready endpoint is not published
-    rc, out = wait_until(lambda: (lambda r: r if "NXDOMAIN" in r[1] else None)(
-        dig(POD1, "legacy-db.default.svc.cluster.local")), 10) or dig(POD1, "legacy-db.default.svc.cluster.local")
+    rc, out = wait_until(lambda: nxdomain(dig(POD1, "legacy-db.default.svc.cluster.local")), 10) or dig(POD1, "legacy-db.default.svc.cluster.local")
     assert "NXDOMAIN" in out, out
     labctl("heal", "tolerate-unready-annotation")
     assert_clean(api)

@@ -2,6 +2,7 @@
 the upstream zone, the admin kubeconfig from the root namespace, and a clean labctl down."""
 
 import os
+import pathlib
 import re
 import subprocess
 import time
@@ -14,14 +15,14 @@ pytestmark = pytest.mark.lab
 
 
 def root_snapshot():
-    ipt = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
+    ipt = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
     ipt = "\n".join(ln for ln in ipt.splitlines() if not ln.startswith("#"))
     # counters change all the time; compare rules only
     ipt = re.sub(r"\[\d+:\d+\]", "", ipt)
     return {
-        "nf_conntrack_max": open("/proc/sys/net/netfilter/nf_conntrack_max").read().strip(),
+        "nf_conntrack_max": pathlib.Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text().strip(),
         "iptables": ipt,
-        "addrs": subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout,
+        "addrs": subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=False).stdout,
     }
 
 
@@ -31,7 +32,7 @@ def lab_processes():
         if not pid.isdigit():
             continue
         try:
-            cmd = open("/proc/%s/cmdline" % pid, "rb").read().replace(b"\0", b" ").decode()
+            cmd = pathlib.Path("/proc/%s/cmdline" % pid).read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
         if lab.STATE in cmd or lab.BIN in cmd or "labctl _" in cmd:
@@ -51,7 +52,7 @@ def test_up_resolve_down():
     assert kubeconfig == labctl("kubeconfig").stdout.strip() and os.path.exists(kubeconfig)
     try:
         # no lab address in the root namespace
-        assert "10.201." not in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+        assert "10.201." not in subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=False).stdout
         # the pod resolves through the kube-dns ClusterIP; kube-proxy's DNAT shows in conntrack
         pod, node = lab.pod_ns(1), lab.node_ns(1)
         nsexec(node, "conntrack", "-F")
@@ -63,7 +64,7 @@ def test_up_resolve_down():
         assert short(pod, "kubernetes.default", "+search") == "10.96.0.1"
         # an external lab name resolves through CoreDNS -> upstream dnsmasq
         assert short(pod, "www.lab.example") == "192.0.2.10"
-        up_log = open(os.path.join(lab.STATE, "logs", "upstream-dnsmasq.log")).read()
+        up_log = pathlib.Path(lab.STATE, "logs", "upstream-dnsmasq.log").read_text()
         assert re.search(r"query\[A\] www\.lab\.example from 10\.201\.0\.2[12]", up_log)
         # the admin kubeconfig works from the root namespace (kubernetes client, if installed)
         try:

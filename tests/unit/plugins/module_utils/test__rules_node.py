@@ -52,7 +52,7 @@ def test_ct001_thresholds(count, severity):
     assert check["status"] == ("fail" if severity else "pass")
     if findings:
         assert findings[0]["evidence"]["count"] == count and findings[0]["evidence"]["max"] == 262144
-        assert "ansible-playbook clusterdns.doctor.remediate --tags conntrack --limit node1" == findings[0]["fix"]["command"]
+        assert findings[0]["fix"]["command"] == "ansible-playbook clusterdns.doctor.remediate --tags conntrack --limit node1"
 
 
 def test_ct001_table_full_in_kernel_log_is_an_error_even_when_the_table_drained():
