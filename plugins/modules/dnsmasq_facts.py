@@ -151,7 +151,8 @@ ansible_facts:
               sample: null
             interfaces:
               description:
-                - Every interface of the node with C(name), C(addresses) (CIDR), C(pod_facing), C(served) (whether
+                - >-
+                  Every interface of the node with C(name), C(addresses) (CIDR), C(pod_facing), C(served) (whether
                   dnsmasq answers DNS queries arriving on it), C(because) (the configuration line that decides, as
                   C(FILE:LINE: option=value)) and C(only_to) (the destination addresses that work when only
                   C(listen-address) admits the query, else V(null)).
