@@ -79,7 +79,7 @@ def test_res001_skipped_without_kubelet():
 
 def test_res001_skipped_when_kubelet_file_is_missing():
     facts = resolver_facts("github-ubuntu-stub-resolv.conf", "github-kubeadm-resolvconf-config.yaml")
-    check, _ = run(facts, "RES001")
+    check = run(facts, "RES001")[0]
     assert check["status"] == "skip"
     assert "(/run/systemd/resolve/resolv.conf) could not be read: not found" in check["reason"]
 
@@ -108,7 +108,7 @@ def test_res002_loopback_stub_is_not_exposed_but_the_kubelet_file_is():
 
 
 def test_res002_skipped_on_musl():
-    check, _ = run(resolver_facts("github-aks-node-resolv.conf", libc="musl"), "RES002")
+    check = run(resolver_facts("github-aks-node-resolv.conf", libc="musl"), "RES002")[0]
     assert check["status"] == "skip" and check["reason"].startswith("musl libc")
 
 
