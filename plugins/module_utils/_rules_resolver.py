@@ -21,10 +21,13 @@ SERIOUS_PROBLEMS = ("nameserver_limit", "search_limit", "invalid_nameserver")
 
 def _files(resolver):
     """The node's /etc/resolv.conf and, when it is another file, the one kubelet hands to pods."""
-    files = [("node", resolver["resolv_conf"])]
+    node = resolver.get("resolv_conf")
+    if not isinstance(node, dict):
+        raise Skip("clusterdns_resolver has no parsed resolv_conf (facts from another source?)")
+    files = [("node", node)]
     kubelet = resolver.get("kubelet") or {}
     other = kubelet.get("resolv_conf_file")
-    if kubelet.get("present") and isinstance(other, dict) and other.get("path") != resolver["resolv_conf"].get("path"):
+    if kubelet.get("present") and isinstance(other, dict) and other.get("path") != node.get("path"):
         files.append(("kubelet", other))
     return [(role, f) for role, f in files if f.get("available")]
 

@@ -147,3 +147,12 @@ def test_all_three_skip_when_resolv_conf_is_unreadable():
     for rule in ("RES001", "RES002", "RES003"):
         check = next(c for c in result["checks"] if c["id"] == rule)
         assert check["status"] == "skip" and "not found: /etc/resolv.conf" in check["reason"]
+
+
+def test_partial_resolver_facts_skip_instead_of_crashing():
+    # Other rules' tests (and older fact sources) carry only clusterdns_resolver.kubelet.cluster_dns.
+    result = _findings.evaluate({"node1": {"clusterdns_resolver": {"kubelet": {"cluster_dns": ["10.43.0.10"]}}}})
+    checks = {c["id"]: c for c in result["checks"] if c["id"].startswith("RES")}
+    assert checks["RES001"]["reason"] == "no kubelet on this node"
+    assert checks["RES002"]["status"] == checks["RES003"]["status"] == "skip"
+    assert "no parsed resolv_conf" in checks["RES003"]["reason"]
