@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import parse_stat_file
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput, ParseError
 
 # --- tracepoint format file -------------------------------------------------------------------
@@ -299,33 +300,10 @@ def summarize(aggregated, seconds):
 # --- /proc/net/stat/nf_conntrack -----------------------------------------------------------------
 
 def parse_conntrack_stat(text, source="/proc/net/stat/nf_conntrack"):
-    """Sum the per-CPU rows of /proc/net/stat/nf_conntrack (hex, one row per CPU, header first).
-
-    Column names come from the header (they differ between kernels: ``clashres`` exists since
-    5.10 or so, older kernels have ``searched``/``expect_*`` in other places). ``entries`` is the
-    same global count on every row and is taken once. Returns ``{column: int}``.
-    """
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise ParseError("empty file", source=source, expected="a header line and one hex row per CPU")
-    header = lines[0].split()
-    if "entries" not in header:
-        raise ParseError("header without 'entries'", source=source, lineno=1, line=lines[0], expected="entries ... insert_failed drop ...")
-    totals = dict.fromkeys(header, 0)
-    for lineno, line in enumerate(lines[1:], 2):
-        values = line.split()
-        if len(values) != len(header):
-            raise ParseError("row has %d columns, header has %d" % (len(values), len(header)), source=source, lineno=lineno, line=line)
-        for name, value in zip(header, values):
-            try:
-                number = int(value, 16)
-            except ValueError:
-                raise ParseError("not a hex number: %r" % value, source=source, lineno=lineno, line=line) from None
-            if name == "entries":
-                totals[name] = number
-            else:
-                totals[name] += number
-    return totals
+    """Per-CPU rows of /proc/net/stat/nf_conntrack summed (see _conntrack.parse_stat_file), as one
+    ``{column: int}`` dict with ``entries`` taken once."""
+    parsed = parse_stat_file(text, source=source)
+    return dict(parsed["counters"], entries=parsed["entries"])
 
 
 CT_DELTA_COLUMNS = ("insert_failed", "drop", "clashres", "early_drop", "insert")

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils._droptrace import drop_evidence
 from ansible_collections.clusterdns.doctor.plugins.module_utils._findings import Skip, hit, node_rule
 from ansible_collections.clusterdns.doctor.plugins.module_utils._iptables import answering
 from ansible_collections.clusterdns.doctor.plugins.module_utils._ipvs import kube_dns
@@ -99,11 +100,17 @@ def kube_dns_not_programmed(host, facts, ctx):
 @node_rule("IPT002", needs=("clusterdns_iptables",))
 def firewall_drops_dns(host, facts, ctx):
     results = []
+    # With clusterdns_trace_seconds, the kernel's own record of the drops (dns_drop_trace) is cited.
+    trace = facts.get("clusterdns_drop_trace")
+    kernel = drop_evidence(trace, reasons=("NETFILTER_DROP",)) if trace else None
     for entry in facts["clusterdns_iptables"].get("dns_blocks", []):
         evidence = dict(_rule_evidence(entry), target=entry.get("target"), dns_ports=entry.get("dns_ports"))
-        results.append(hit(evidence, severity="error",
-                           detail="%s %s rule %d (%s) %ss traffic that includes port 53: %s"
-                           % (entry["family"], entry["table"], entry["position"], entry["chain"], entry.get("target", "DROP").lower(), entry["rule"])))
+        detail = "%s %s rule %d (%s) %ss traffic that includes port 53: %s" % (
+            entry["family"], entry["table"], entry["position"], entry["chain"], entry.get("target", "DROP").lower(), entry["rule"])
+        if kernel:
+            evidence["kernel_drops"] = kernel
+            detail += "; %s" % kernel["text"]
+        results.append(hit(evidence, severity="error", detail=detail))
     return results
 
 

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import DROP_COUNTERS
+from ansible_collections.clusterdns.doctor.plugins.module_utils._droptrace import conntrack_confirmation
 from ansible_collections.clusterdns.doctor.plugins.module_utils._findings import Skip, hit, node_rule
 from ansible_collections.clusterdns.doctor.plugins.module_utils._kernel import udp_drop_counters
 
@@ -61,6 +62,12 @@ def conntrack_insert_failures(host, facts, ctx):
     rising = ct.get("stats_delta")
     evidence = {"stats_source": ct.get("stats_source"), "since_boot": {k: stats.get(k) for k in DROP_COUNTERS if k in stats},
                 "clash_resolve": stats.get("clash_resolve", stats.get("clashres"))}
+    trace = facts.get("clusterdns_drop_trace")
+    seen = conntrack_confirmation(trace) if trace else None
+    if seen:
+        # dns_drop_trace saw conntrack refuse DNS packets during its window: confirmed live.
+        evidence["kernel_trace"] = seen
+        return [hit(evidence, severity="error", detail="%s on %s" % (seen["text"], host))]
     if rising is not None:
         evidence["interval"] = ct.get("interval")
         evidence["increase"] = {k: rising.get(k) for k in DROP_COUNTERS if k in rising}

@@ -233,7 +233,7 @@ def test_conntrack_stat_errors():
     header = _text("linux-6.18-nf_conntrack-stat-before.txt").splitlines()[0]
     with pytest.raises(ParseError) as err:
         _droptrace.parse_conntrack_stat(header + "\n00000001 00000002\n")
-    assert err.value.lineno == 2 and "row has 2 columns" in str(err.value)
+    assert err.value.lineno == 2 and "2 values for 17 counters" in str(err.value)
 
 
 def test_tracefs_mounts_from_mountinfo():

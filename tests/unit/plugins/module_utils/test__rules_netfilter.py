@@ -187,3 +187,19 @@ def test_nld001_no_notrack_rules_pass_and_unknown_listeners_skip():
     assert check["status"] == "pass"
     check = run_check({"clusterdns_iptables": iptables_facts("local-netns-kubeproxy-nft.txt", ss=None)}, "NLD001")
     assert check["status"] == "skip" and "ss not found" in check["reason"]
+
+
+def test_ipt002_cites_the_kernel_drop_trace_when_there_is_one():
+    import json
+    trace = json.loads((FIXTURES / "droptrace" / "module-result-netfilter-drop.json").read_text())
+    trace = trace.get("ansible_facts", {}).get("clusterdns_drop_trace", trace)
+    facts = {"clusterdns_iptables": iptables_facts("local-netns-kubeproxy-nft.txt"), "clusterdns_drop_trace": trace}
+    facts["clusterdns_iptables"]["dns_blocks"] = [{"family": "ipv4", "table": "filter", "chain": "INPUT", "position": 1,
+                                                   "rule": "-A INPUT -p udp -m udp --dport 53 -j DROP", "target": "DROP", "dns_ports": [53]}]
+    check, findings = run(facts, "IPT002")
+    assert findings[0]["evidence"]["kernel_drops"]["count"] > 0
+    assert "NETFILTER_DROP" in findings[0]["detail"] and "kernel dropped" in findings[0]["detail"]
+    clean = json.loads((FIXTURES / "droptrace" / "module-result-clean.json").read_text())
+    facts["clusterdns_drop_trace"] = clean.get("ansible_facts", {}).get("clusterdns_drop_trace", clean)
+    check, findings = run(facts, "IPT002")
+    assert "kernel_drops" not in findings[0]["evidence"]
