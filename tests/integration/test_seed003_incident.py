@@ -24,7 +24,10 @@ from conftest import ANSIBLE_BIN, COLLECTION
 from testbed.bed import ZONE_ANSWER, run
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _findings
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _rules_dnsmasq  # noqa: F401  (registers DMQ001/DMQ002)
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _rules_dnsmasq
+
+# Importing the rule module registers DMQ001/DMQ002 (until _findings.RULE_MODULES lists it).
+DMQ_RULES = (_rules_dnsmasq.pod_interface_ignored, _rules_dnsmasq.not_listening)
 
 pytestmark = [
     pytest.mark.netns,

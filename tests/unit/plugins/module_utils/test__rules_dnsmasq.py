@@ -8,10 +8,13 @@ import pathlib
 import shutil
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _findings
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _rules_dnsmasq  # noqa: F401  (registers DMQ001/DMQ002)
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _rules_dnsmasq
 from ansible_collections.clusterdns.doctor.plugins.module_utils._dnsmasq import POD_INTERFACE_PATTERNS
 from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
 from ansible_collections.clusterdns.doctor.plugins.modules.dnsmasq_facts import gather
+
+# Importing the rule module registers DMQ001/DMQ002 (until _findings.RULE_MODULES lists it).
+DMQ_RULES = (_rules_dnsmasq.pod_interface_ignored, _rules_dnsmasq.not_listening)
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "dnsmasq"
 CONF = "/tmp/cdbed-bqije4jo/dnsmasq.conf"  # the path in the captured command line
