@@ -272,13 +272,18 @@ class _Parser:
                 raise self.error("server block keys end with a comma", end, "another key after ',' or no trailing ','")
 
     def _block(self, open_line):
-        """Directives until the matching ``}``; the opening ``{`` is consumed."""
+        """Directives until the matching ``}``; the opening ``{`` is consumed. ``open_line`` is
+        ``None`` for a fragment: directives until the end of the text."""
         directives = []
         while True:
             tok = self._peek()
+            if tok is None and open_line is None:
+                return directives, [c[1] for c in self.comments[self.cpos:]]
             if tok is None:
                 raise self.error("block opened here is never closed", open_line, "a matching '}' (unbalanced braces)")
             comments = self._comments_before(tok.line)
+            if tok.brace == "}" and open_line is None:
+                raise self.error("'}' without a matching '{'", tok.line, "one '}' fewer")
             if tok.brace == "}":
                 self.pos += 1
                 if directives:
@@ -385,6 +390,17 @@ def extract(text, source="Corefile"):
         raise ParseError("ConfigMap without a Corefile key", source=source,
                          expected="a ConfigMap whose data has a 'Corefile' key (the coredns or node-local-dns ConfigMap)")
     return text, source, 0, "corefile"
+
+
+def parse_fragment(text, source="Corefile fragment"):
+    """Directives without a server block around them: the ``*.override`` keys of the AKS / k3s
+    ``coredns-custom`` ConfigMap, or a snippet body. Returns the plugin list (same shape as
+    ``parse()[i]["plugins"]``)."""
+    parser = _Parser(text, source, 0)
+    plugins, trailing = parser._block(None)
+    if plugins:
+        plugins[-1]["comments"].extend(trailing)
+    return plugins
 
 
 def parse(text, source="Corefile"):
