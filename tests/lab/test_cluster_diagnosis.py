@@ -1,0 +1,200 @@
+# Copyright (c) clusterdns.doctor contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Cluster diagnosis on the real lab: for every lab fault with a cluster finding, diagnose.yml
+(coredns_info + workload_dns_info + the cluster rules) reports that finding with its evidence;
+the healthy lab gives no finding at warning or above; diagnose works with a token bound to the
+shipped read-only ClusterRole (docs/rbac/clusterdns-diagnose.yml) and nothing more."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+import pytest
+import yaml
+from conftest import lab, lab_is_up, labctl, skip_unless_root, wait_until
+
+pytestmark = pytest.mark.lab
+
+COLLECTION = pathlib.Path(__file__).resolve().parents[2]
+RBAC = COLLECTION / "docs" / "rbac" / "clusterdns-diagnose.yml"
+RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
+
+
+@pytest.fixture(scope="module")
+def api():
+    skip_unless_root()
+    started = False
+    if not lab_is_up():
+        labctl("up")
+        started = True
+    yield lab.Api()
+    for name in list(lab.load_state().get("faults", {})):
+        labctl("heal", name, check=False)
+    if started:
+        labctl("down")
+
+
+@pytest.fixture(autouse=True)
+def isolate(api):
+    yield
+    for name in list(lab.load_state().get("faults", {})):
+        labctl("heal", name, check=False)
+    if api.get("/apis/apps/v1/namespaces/kube-system/daemonsets/node-local-dns"):
+        labctl("nodelocal", "off", check=False)
+
+
+def diagnose(tmp_path, kubeconfig=None):
+    """Run diagnose.yml against the lab only (clusterdns_hosts matches no host); the report."""
+    report = tmp_path / "report"
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONFIG": str(COLLECTION / "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": str(COLLECTION / ".cache" / "collections"),
+        "ANSIBLE_INVENTORY": str(COLLECTION / "inventory" / "localhost.yml"),
+        "ANSIBLE_NOCOLOR": "1",
+    })
+    cmd = [str(COLLECTION / ".venv" / "bin" / "ansible-playbook"), str(COLLECTION / "playbooks" / "diagnose.yml"),
+           "-e", "clusterdns_kubeconfig=%s" % (kubeconfig or lab.sp("kubeconfig")),
+           "-e", "clusterdns_hosts=clusterdns_no_such_host", "-e", "clusterdns_report_dir=%s" % report]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    return json.loads((report / "findings.json").read_text())
+
+
+def findings(report, finding_id):
+    return [f for f in report["findings"] if f["id"] == finding_id]
+
+
+def check(report, finding_id):
+    return next(c for c in report["checks"] if c["id"] == finding_id)
+
+
+def pod(api, name):
+    return api.get("/api/v1/namespaces/kube-system/pods/%s" % name)
+
+
+def crash_looping(api):
+    p = pod(api, "coredns-a")
+    cs = (p["status"].get("containerStatuses") or [{}])[0]
+    return cs.get("restartCount", 0) >= 1 and (cs.get("lastState") or {}).get("terminated")
+
+
+def not_ready(api):
+    return not any(c["type"] == "Ready" and c["status"] == "True" for c in pod(api, "coredns-a")["status"].get("conditions", []))
+
+
+def evidence_of(hits, key):
+    return [f["evidence"].get(key) for f in hits]
+
+
+# fault, fault arguments, expected finding, what its evidence must show, lab state to wait for.
+MATRIX = [
+    ("session-affinity", (), "SVC001", lambda hits: evidence_of(hits, "session_affinity") == ["ClientIP"], None),
+    ("coredns-single-replica", (), "CDNS002", lambda hits: evidence_of(hits, "replicas") == [1], None),
+    ("autopath", (), "CDNS006", lambda hits: hits[0]["evidence"]["args"] == ["@kubernetes"] and hits[0]["evidence"]["lineno"], None),
+    ("no-log-plugin", (), "CDNS007", lambda hits: "log" not in hits[0]["evidence"]["plugins"] and "kubernetes" in hits[0]["evidence"]["plugins"], None),
+    ("corefile-invalid", (), "CDNS011", lambda hits: evidence_of(hits, "plugin") == ["cahce"] and hits[0]["evidence"]["lineno"], None),
+    ("corefile-invalid", (), "CDNS001", lambda hits: any(
+        f["evidence"]["name"] == "coredns-a" and f["evidence"]["restarts"] >= 1 and f["evidence"]["last_termination"]["exit_code"] != 0
+        for f in hits), crash_looping),
+    ("upstream-loop", (), "CDNS001", lambda hits: any(
+        f["evidence"]["restarts"] >= 1 and f["evidence"]["last_termination"]["exit_code"] != 0 for f in hits), crash_looping),
+    ("coredns-down", ("all",), "CDNS001", lambda hits: {f["evidence"]["name"] for f in hits if not f["evidence"]["ready"]} == {"coredns-a", "coredns-b"},
+     not_ready),
+    ("coredns-down", ("all",), "SVC002", lambda hits: hits[0]["evidence"]["ready"] == [] and hits[0]["severity"] == "critical", not_ready),
+    ("no-endpoints", (), "SVC002", lambda hits: hits[0]["evidence"]["ready"] == [] and hits[0]["evidence"]["selector"] == {"k8s-app": "kube-dns-v2"}, None),
+    ("rbac-endpointslices", (), "CDNS005", lambda hits: "list endpointslices.discovery.k8s.io" in hits[0]["evidence"]["missing"]
+     and "watch endpointslices.discovery.k8s.io" in hits[0]["evidence"]["missing"], None),
+    ("statefulset-servicename", (), "WL003", lambda hits: any(f["evidence"]["name"] == "web" and f["evidence"]["service_name"] == "web" for f in hits), None),
+    ("tolerate-unready-annotation", (), "CDNS004", lambda hits: any(
+        e.get("name") == "legacy-db" for e in hits[0]["evidence"]["examples"]), None),
+]
+
+
+@pytest.mark.parametrize("fault,args,finding_id,shows,ready", MATRIX, ids=["%s-%s" % (m[0], m[2]) for m in MATRIX])
+def test_fault_gives_finding(api, tmp_path, fault, args, finding_id, shows, ready):
+    labctl("fault", fault, *args)
+    if ready is not None:
+        assert wait_until(lambda: ready(api), 40), "lab state for %s not reached" % fault
+    report = diagnose(tmp_path)
+    hits = findings(report, finding_id)
+    assert hits, "%s: no %s; checks: %s" % (fault, finding_id, check(report, finding_id))
+    assert shows(hits), json.dumps(hits, indent=1)[:3000]
+    assert all(f["scope"] == "cluster" and f["evidence"] for f in hits)
+
+
+def test_healthy_lab_is_clean(api, tmp_path):
+    report = diagnose(tmp_path)
+    loud = [f for f in report["findings"] if RANK[f["severity"]] >= RANK["warning"]]
+    assert loud == [], json.dumps(loud, indent=1)[:3000]
+    cluster_checks = {c["id"]: c for c in report["checks"] if c["scope"] == "cluster"}
+    # The cluster part really ran: these were evaluated, not skipped for want of a cluster.
+    for finding_id in ("CDNS001", "CDNS002", "CDNS003", "CDNS005", "CDNS006", "CDNS007", "CDNS011", "SVC001", "SVC002", "WL001", "WL003"):
+        assert cluster_checks[finding_id]["status"] == "pass", cluster_checks[finding_id]
+
+
+def test_nodelocal_in_the_lab_is_reported_as_force_tcp_without_prefer_udp(api, tmp_path):
+    labctl("nodelocal", "on")
+    report = diagnose(tmp_path)
+    hits = findings(report, "CDNS008")
+    assert hits and hits[0]["evidence"]["nodelocaldns_force_tcp"], check(report, "CDNS008")
+    # The lab runs no kube-proxy ConfigMap or DaemonSet: the mode check is a reported skip.
+    assert check(report, "NLD003")["status"] == "skip" and "kube-proxy mode unknown" in check(report, "NLD003")["reason"]
+
+
+@pytest.fixture
+def diagnose_kubeconfig(api, tmp_path):
+    """A kubeconfig whose token belongs to a service account bound to the shipped ClusterRole only."""
+    role = yaml.safe_load(RBAC.read_text())
+    name = role["metadata"]["name"]
+    created = []
+    try:
+        api.create("/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
+        created.append("/apis/rbac.authorization.k8s.io/v1/clusterroles/%s" % name)
+        api.create("/api/v1/namespaces/kube-system/serviceaccounts",
+                   {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "clusterdns-diagnose", "namespace": "kube-system"}})
+        created.append("/api/v1/namespaces/kube-system/serviceaccounts/clusterdns-diagnose")
+        api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "clusterdns-diagnose"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "clusterdns-diagnose", "namespace": "kube-system"}]})
+        created.append("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/clusterdns-diagnose")
+        token = api.req("POST", "/api/v1/namespaces/kube-system/serviceaccounts/clusterdns-diagnose/token",
+                        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}})["status"]["token"]
+        path = tmp_path / "kubeconfig-diagnose"
+        path.write_text(lab.kubeconfig_text(api.server, token, "clusterdns-diagnose"))
+        path.chmod(0o600)
+        yield path
+    finally:
+        for obj in reversed(created):
+            api.delete(obj)
+
+
+def test_diagnose_with_the_shipped_clusterrole_only(api, tmp_path, diagnose_kubeconfig):
+    labctl("fault", "session-affinity")
+    admin = diagnose(tmp_path / "admin")
+    limited = diagnose(tmp_path / "limited", kubeconfig=diagnose_kubeconfig)
+    assert sorted(f["id"] for f in limited["findings"]) == sorted(f["id"] for f in admin["findings"])
+    assert findings(limited, "SVC001")
+    for finding_id in ("CDNS005", "SVC002", "WL003", "CDNS006"):
+        assert check(limited, finding_id)["status"] == "pass", check(limited, finding_id)
+    # Without the role the same identity reads nothing: the checks say why instead of failing.
+    api.delete("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/clusterdns-diagnose")
+    assert wait_until(lambda: lab_forbidden(diagnose_kubeconfig), 15)
+    denied = diagnose(tmp_path / "denied", kubeconfig=diagnose_kubeconfig)
+    assert check(denied, "CDNS002")["status"] == "skip" and "forbidden" in check(denied, "CDNS002")["reason"]
+    assert check(denied, "SVC001")["status"] == "skip" and "forbidden" in check(denied, "SVC001")["reason"]
+
+
+def lab_forbidden(kubeconfig):
+    cfg = json.loads(pathlib.Path(kubeconfig).read_text())
+    limited = lab.Api(cfg["clusters"][0]["cluster"]["server"])
+    limited.token = cfg["users"][0]["user"]["token"]
+    try:
+        limited.get("/api/v1/namespaces/kube-system/pods")
+    except RuntimeError as exc:
+        return ": 403 " in str(exc)
+    return False
