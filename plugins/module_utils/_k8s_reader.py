@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._cluster import ApiError
 
@@ -25,6 +26,9 @@ def api_reader(module, timeout):
         from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
     except ImportError as exc:
         return None, "kubernetes.core's client is not importable: %s" % exc
+    kubeconfig = module.params.get("kubeconfig")
+    if isinstance(kubeconfig, str) and not os.path.exists(os.path.expanduser(kubeconfig)):
+        return None, "kubeconfig %s does not exist" % kubeconfig
     try:
         client = get_api_client(module)
     except Exception as exc:  # pylint: disable=broad-except  # kubeconfig problems surface as many types

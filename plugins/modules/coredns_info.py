@@ -172,7 +172,7 @@ cluster:
 
 import copy
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._cluster import collect
+from ansible_collections.clusterdns.doctor.plugins.module_utils._cluster import collect, parse_selector
 from ansible_collections.clusterdns.doctor.plugins.module_utils._k8s_reader import api_reader
 from ansible_collections.kubernetes.core.plugins.module_utils.ansiblemodule import AnsibleModule
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
@@ -194,15 +194,16 @@ def argspec():
 
 def main():
     module = AnsibleK8SModule(module_class=AnsibleModule, argument_spec=argspec(), supports_check_mode=True)
-    read, reason = api_reader(module, module.params["request_timeout"])
-    if read is None:
-        module.exit_json(changed=False, cluster={"available": False, "reason": reason, "errors": [reason]})
     p = module.params
     try:
-        cluster = collect(read, namespace=p["namespace"], label_selector=p["label_selector"], service_name=p["service"],
-                          configmap_name=p["configmap"], nodelocal_name=p["nodelocaldns_name"])
+        parse_selector(p["label_selector"])
     except ValueError as exc:
         module.fail_json(msg="label_selector: %s" % exc)
+    read, reason = api_reader(module, p["request_timeout"])
+    if read is None:
+        module.exit_json(changed=False, cluster={"available": False, "reason": reason, "errors": [reason]})
+    cluster = collect(read, namespace=p["namespace"], label_selector=p["label_selector"], service_name=p["service"],
+                      configmap_name=p["configmap"], nodelocal_name=p["nodelocaldns_name"])
     module.exit_json(changed=False, cluster=cluster)
 
 

@@ -1,0 +1,79 @@
+# Copyright (c) clusterdns.doctor contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""coredns_info and workload_dns_info as processes, without a cluster: an API server that does not
+answer and a kubeconfig that does not exist are results with a reason, not tracebacks; bad options
+fail with the option named. Against a real API server they run in tests/lab/test_cluster_diagnosis.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _cluster
+
+PREFIX = "ansible_collections.clusterdns.doctor.plugins.modules."
+
+
+def _collections_root():
+    for parent in pathlib.Path(_cluster.__file__).parents:
+        if parent.name == "ansible_collections":
+            return parent.parent
+    return pathlib.Path.cwd()
+
+
+def run_module(tmp_path, name, args):
+    argsfile = tmp_path / "args.json"
+    argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_collections_root())] + sys.path))
+    proc = subprocess.run([sys.executable, "-m", PREFIX + name, str(argsfile)], env=environ, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout)
+
+
+@pytest.fixture
+def closed_port():
+    """A loopback port nobody listens on (bound, then closed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def kubeconfig(tmp_path, port):
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:%d" % port, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    return str(path)
+
+
+@pytest.mark.parametrize("name,key", [("coredns_info", "cluster"), ("workload_dns_info", "workloads")])
+def test_unreachable_api_server_is_a_reason(tmp_path, closed_port, name, key):
+    rc, result = run_module(tmp_path, name, {"kubeconfig": kubeconfig(tmp_path, closed_port), "request_timeout": 3})
+    assert rc == 0, result
+    assert result["changed"] is False
+    assert result[key]["available"] is False
+    assert "127.0.0.1" in result[key]["reason"] or "refused" in result[key]["reason"].lower(), result[key]["reason"]
+
+
+def test_missing_kubeconfig_is_a_reason(tmp_path):
+    rc, result = run_module(tmp_path, "coredns_info", {"kubeconfig": str(tmp_path / "nope")})
+    assert rc == 0 and result["cluster"]["available"] is False
+    assert "nope" in result["cluster"]["reason"]
+
+
+def test_bad_options_fail_naming_the_option(tmp_path, closed_port):
+    rc, result = run_module(tmp_path, "workload_dns_info", {"kubeconfig": kubeconfig(tmp_path, closed_port), "max_pods": 0})
+    assert rc == 1 and "max_pods must be 1 or more" in result["msg"]
+    rc, result = run_module(tmp_path, "coredns_info", {"kubeconfig": kubeconfig(tmp_path, closed_port), "label_selector": "k8s-app"})
+    # the selector is checked before anything is asked of the API server
+    assert rc == 1 and "label_selector" in result["msg"] and "key=value" in result["msg"]
