@@ -22,7 +22,7 @@ export ANSIBLE_NOCOLOR := 1
 export PY_COLORS := 0
 
 APT_PACKAGES := dnsmasq-base iptables nftables conntrack iproute2 bind9-dnsutils dnsperf bpftrace \
-                shellcheck openssl podman runc catatonit debootstrap rsync procps kmod bpftool
+                shellcheck openssl podman runc catatonit debootstrap rsync procps kmod bpftool iputils-ping
 
 .PHONY: help setup apt venv compat-venv link diagnose test lint sanity units integration molecule bench clean
 

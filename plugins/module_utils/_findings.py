@@ -38,6 +38,7 @@ RULE_MODULES = (
     "_rules_node",
     "_rules_resolver",
     "_rules_netfilter",
+    "_rules_dnsmasq",
 )
 
 DEFAULT_OPTIONS = {

@@ -83,12 +83,39 @@ def kubelet_resolv_conf_loops(host, facts, ctx):
     return [hit(evidence, detail=detail, severity="critical", fix_variables=fix)]
 
 
+def _exposure(facts):
+    """Why this node can lose one packet of a parallel A/AAAA pair (design: RES002 applies to nodes
+    exposed to CT002/KRN001): kernel fixes it lacks, conntrack drops it counted. [] when neither
+    applies, None when neither fact was gathered."""
+    kernel = facts.get("clusterdns_kernel")
+    conntrack = facts.get("clusterdns_conntrack")
+    known = False
+    reasons = []
+    if isinstance(kernel, dict) and kernel.get("available"):
+        known = True
+        missing = [f["id"] for f in kernel.get("exposure") or [] if f.get("id", "").startswith("nf-") and not f.get("fixed")]
+        if missing:
+            reasons.append("kernel %s lacks %s" % (kernel.get("release"), ", ".join(missing)))
+    if isinstance(conntrack, dict) and conntrack.get("available"):
+        known = True
+        stats = conntrack.get("stats") or {}
+        dropped = sum(stats.get(name, 0) for name in ("insert_failed", "drop"))
+        if dropped:
+            reasons.append("conntrack insert_failed+drop = %d since boot" % dropped)
+    return reasons if known else None
+
+
 @node_rule("RES002", needs=("clusterdns_resolver",))
 def stall_on_lost_packet(host, facts, ctx):
     resolver = facts["clusterdns_resolver"]
     libc = (resolver.get("libc") or {}).get("name")
     if libc == "musl":
         raise Skip("musl libc: it ignores single-request-reopen and use-vc, and queries nameservers in parallel (see WL002)")
+    exposure = _exposure(facts)
+    if exposure is None:
+        raise Skip("exposure unknown: neither kernel_facts nor conntrack_facts were gathered")
+    if not exposure:
+        return []
     results = []
     for role, parsed in _files(resolver):
         remote = [ns for ns in parsed.get("nameservers") or [] if not is_loopback(ns)]
@@ -101,7 +128,7 @@ def stall_on_lost_packet(host, facts, ctx):
         results.append(hit(
             {"path": parsed["path"], "used_by": "pods with dnsPolicy Default" if role == "kubelet" else "the node",
              "nameservers": remote, "options": written, "timeout": effective["timeout"], "attempts": effective["attempts"],
-             "libc": libc or "unknown (glibc assumed)"},
+             "libc": libc or "unknown (glibc assumed)", "exposed_by": exposure},
             detail="%s (used by %s) has timeout:%d and none of %s: one lost A or AAAA packet stalls the lookup for %d s"
             % (parsed["path"], "pods with dnsPolicy Default" if role == "kubelet" else "the node", effective["timeout"],
                ", ".join(MITIGATING_OPTIONS), effective["timeout"])))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pathlib
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _findings, _resolver
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _findings, _kernel, _resolver
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "resolver"
 
@@ -86,25 +86,48 @@ def test_res001_skipped_when_kubelet_file_is_missing():
 
 # RES002 -------------------------------------------------------------------------------------
 
+# A node exposed to the DNAT race (KRN001): kernel 4.19 lacks the 5.0 and 5.6 conntrack fixes.
+EXPOSED_KERNEL = {"available": True, "release": "4.19.91-25.1.al7.x86_64", "version": [4, 19, 91], "exposure": _kernel.exposure([4, 19, 91])}
+FIXED_KERNEL = {"available": True, "release": "6.18.44-fc-v1045", "version": [6, 18, 44], "exposure": _kernel.exposure([6, 18, 44])}
+
+
+def exposed(facts):
+    facts["clusterdns_kernel"] = EXPOSED_KERNEL
+    return facts
+
+
 def test_res002_glibc_defaults_on_a_real_node():
-    check, (finding,) = run(resolver_facts("github-aks-node-resolv.conf"), "RES002")
+    check, (finding,) = run(exposed(resolver_facts("github-aks-node-resolv.conf")), "RES002")
     assert finding["severity"] == "warning"
+    assert finding["evidence"]["exposed_by"] == ["kernel 4.19.91-25.1.al7.x86_64 lacks nf-nat-same-origin, nf-clash-allow-insert"]
     assert (finding["evidence"]["path"], finding["evidence"]["timeout"], finding["evidence"]["attempts"]) == ("/etc/resolv.conf", 5, 2)
     assert finding["evidence"]["nameservers"] == ["168.63.129.16"]
 
 
 def test_res002_passes_with_short_timeout_or_reopen():
-    assert run(resolver_facts("github-eksctl-550-pod-dnsconfig.conf"), "RES002")[0]["status"] == "pass"
-    facts = resolver_facts("github-aks-node-resolv.conf")
+    assert run(exposed(resolver_facts("github-eksctl-550-pod-dnsconfig.conf")), "RES002")[0]["status"] == "pass"
+    facts = exposed(resolver_facts("github-aks-node-resolv.conf"))
     facts["clusterdns_resolver"]["resolv_conf"]["options"] = {"single-request-reopen": True}
     assert run(facts, "RES002")[0]["status"] == "pass"
 
 
 def test_res002_loopback_stub_is_not_exposed_but_the_kubelet_file_is():
-    facts = resolver_facts("github-ubuntu-stub-resolv.conf", "github-kubeadm-resolvconf-config.yaml",
-                           kubelet_file="github-ubuntu-upstream-resolv.conf", upstream="github-ubuntu-upstream-resolv.conf")
+    facts = exposed(resolver_facts("github-ubuntu-stub-resolv.conf", "github-kubeadm-resolvconf-config.yaml",
+                                   kubelet_file="github-ubuntu-upstream-resolv.conf", upstream="github-ubuntu-upstream-resolv.conf"))
     check, (finding,) = run(facts, "RES002")
     assert (finding["evidence"]["path"], finding["evidence"]["used_by"]) == ("/run/systemd/resolve/resolv.conf", "pods with dnsPolicy Default")
+
+
+def test_res002_not_exposed_node_passes_and_unknown_exposure_skips():
+    facts = resolver_facts("github-aks-node-resolv.conf")
+    check = run(facts, "RES002")[0]
+    assert check["status"] == "skip" and "exposure unknown" in check["reason"]
+    facts["clusterdns_kernel"] = FIXED_KERNEL
+    facts["clusterdns_conntrack"] = {"available": True, "stats": {"insert_failed": 0, "drop": 0}}
+    assert run(facts, "RES002")[0]["status"] == "pass"
+    facts["clusterdns_conntrack"] = {"available": True, "stats": {"insert_failed": 7, "drop": 7}}
+    check, (finding,) = run(facts, "RES002")
+    assert finding["evidence"]["exposed_by"] == ["conntrack insert_failed+drop = 14 since boot"]
 
 
 def test_res002_skipped_on_musl():
