@@ -122,7 +122,10 @@ def coredns_pods_unhealthy(cluster, ctx):
             results.append(hit(evidence, obj=obj, detail="CoreDNS pod %s on %s is %s, %d restarts%s"
                                % (pod.get("name"), pod.get("node"), state, pod.get("restarts") or 0, why)))
         elif (pod.get("restarts") or 0) >= restarts_min:
-            results.append(hit(evidence, obj=obj, severity="warning", detail="CoreDNS pod %s on %s is Ready but restarted %d times%s"
+            # Restarts of a pod that is Ready now are history (node reboots count too): info, except
+            # an out-of-memory kill, which comes back under the same load.
+            severity = "warning" if last.get("reason") == "OOMKilled" else "info"
+            results.append(hit(evidence, obj=obj, severity=severity, detail="CoreDNS pod %s on %s is Ready but restarted %d times%s"
                                % (pod.get("name"), pod.get("node"), pod["restarts"], why)))
     return results
 
