@@ -18,7 +18,7 @@ description:
     DNAT race of kubernetes issue 56903 and of a full table, are one number each.
   - With O(interval) the counters are read twice, that many seconds apart, and the increase is
     returned, which tells a counter that is rising now from one that rose once since boot.
-  - Counts the kernel's C(nf_conntrack: table full, dropping packet) messages in C(dmesg).
+  - "Counts the kernel's C(nf_conntrack: table full, dropping packet) messages in C(dmesg)."
   - Where the C(nf_conntrack) module is not loaded the result is C(available=false) with the
     reason; the module does not fail.
 author:
@@ -27,8 +27,8 @@ notes:
   - The conntrack counters of a network namespace are its own, but C(nf_conntrack_max) is global
     to the kernel. In a container, RV(ansible_facts.clusterdns_conntrack.count) is the container's
     share and RV(ansible_facts.clusterdns_conntrack.max) the kernel's limit.
-  - Reading C(dmesg) needs root where C(kernel.dmesg_restrict=1); without it
-    RV(ansible_facts.clusterdns_conntrack.kernel_log.available) is V(false) with the reason.
+  - Reading C(dmesg) needs root where C(kernel.dmesg_restrict=1); without it the C(available) key of
+    RV(ansible_facts.clusterdns_conntrack.kernel_log) is V(false) with the reason.
 extends_documentation_fragment:
   - clusterdns.doctor._attributes
   - clusterdns.doctor._attributes.facts_module

@@ -15,10 +15,11 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LABCTL = os.path.join(HERE, "labctl")
+LABCTL_PY = os.path.join(HERE, "labctl.py")
 
 
 def _load_labctl():
-    loader = importlib.machinery.SourceFileLoader("labctl", LABCTL)
+    loader = importlib.machinery.SourceFileLoader("labctl", LABCTL_PY)
     spec = importlib.util.spec_from_loader("labctl", loader)
     mod = importlib.util.module_from_spec(spec)
     loader.exec_module(mod)

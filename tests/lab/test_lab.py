@@ -19,6 +19,7 @@ def nxdomain(result):
     """A dig result (rc, output) when it says NXDOMAIN, else None (for wait_until)."""
     return result if "NXDOMAIN" in result[1] else None
 
+
 pytestmark = pytest.mark.lab
 
 POD1 = lab.pod_ns(1)
@@ -104,7 +105,7 @@ def test_coredns_down_one_replica(api):
     labctl("fault", "coredns-down", "b")
     assert not ready(pod(api, "coredns-b")) and ready(pod(api, "coredns-a"))
     # the service keeps answering through the remaining replica
-    for _ in range(5):
+    for _attempt in range(5):
         assert short(POD1, "kubernetes.default.svc.cluster.local") == "10.96.0.1"
     labctl("heal", "coredns-down")
     assert_clean(api)

@@ -88,7 +88,7 @@ def test_up_resolve_down():
     for key in ("iptables", "addrs"):
         assert not [ln for ln in after[key].splitlines() if any(m in ln for m in lab_marks)
                     and ln not in before[key].splitlines()], key
-    assert [ns for ns in lab.lab_netns()] == []
+    assert list(lab.lab_netns()) == []
     assert not [d for d in os.listdir("/etc/netns") if d.startswith(lab.PREFIX)] if os.path.isdir("/etc/netns") else True
     assert not os.path.exists(lab.STATE)
     assert lab_processes() == []
