@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def test_conntrack_count_is_the_namespace_table(netns, tmp_path):
     listed = int(sh("conntrack", "-C", netns=name).stdout.strip())
     facts = module(wrapper, tmp_path, "conntrack_facts", {"interval": 0.5})["clusterdns_conntrack"]
     assert listed >= 25 and facts["count"] == listed
-    assert facts["max"] == int(open("/proc/sys/net/netfilter/nf_conntrack_max").read())
+    assert facts["max"] == int(pathlib.Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text())
     assert facts["stats_source"] == "proc" and facts["stats_delta"] is not None
     checks = {c["id"]: c for c in _findings.evaluate({"node1": {"clusterdns_conntrack": facts}})["checks"]}
     assert checks["CT001"]["status"] == "pass" and checks["CT002"]["status"] == "pass"

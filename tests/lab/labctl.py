@@ -98,7 +98,7 @@ def log(msg):
 
 
 def run(cmd, check=True, capture=False, inp=None, timeout=60):
-    res = subprocess.run(cmd, input=inp, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(cmd, input=inp, capture_output=True, text=True, timeout=timeout, check=False)
     if check and res.returncode != 0:
         raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), res.returncode, res.stderr.strip()))
     return res.stdout if capture else res
@@ -376,7 +376,7 @@ class Api:
         except urllib.error.HTTPError as exc:
             if exc.code == 404 and ok404:
                 return None
-            raise RuntimeError("%s %s: %d %s" % (method, path, exc.code, exc.read()[:400].decode()))
+            raise RuntimeError("%s %s: %d %s" % (method, path, exc.code, exc.read()[:400].decode())) from None
 
     def get(self, path):
         return self.req("GET", path, ok404=True)
@@ -1033,7 +1033,7 @@ def cmd_up(args):
         make_pki()
         spawn("forwarder", None, [sys.executable, os.path.abspath(__file__), "_forward",
                                   sp("port"), "127.0.0.1:6443"])
-        port = wait_for("loopback forwarder", lambda: (read(sp("port")) or "").strip(), 10)
+        port = wait_for("loopback forwarder", lambda: (read(sp("port")) or "").strip(), 10)  # noqa: PLW0108
         st["port"] = int(port)
         save_state(st)
         write(sp("kubeconfig"), kubeconfig_text("https://127.0.0.1:%s" % port,
@@ -1113,9 +1113,9 @@ def wait_ready(timeout):
         return (dep.get("status") or {}).get("readyReplicas", 0) >= min(want, len(DNS_SLOTS))
     wait_for("CoreDNS ready", dns_ready, timeout, 0.5)
     for i in range(1, NODES + 1):
-        wait_for("kube-proxy rules on %s" % node_name(i), lambda: kube_dns_rules(i), timeout, 0.5)
+        wait_for("kube-proxy rules on %s" % node_name(i), lambda i=i: kube_dns_rules(i), timeout, 0.5)
         wait_for("pod%d resolves kubernetes.default" % i,
-                 lambda: pod_dig(i, "kubernetes.default.svc.cluster.local") == "10.96.0.1", timeout, 0.5)
+                 lambda i=i: pod_dig(i, "kubernetes.default.svc.cluster.local") == "10.96.0.1", timeout, 0.5)
 
 
 def lab_netns():
