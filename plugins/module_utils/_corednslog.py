@@ -27,8 +27,6 @@ from __future__ import annotations
 import re
 
 RCODES_NUMERIC = {"0": "NOERROR", "1": "FORMERR", "2": "SERVFAIL", "3": "NXDOMAIN", "4": "NOTIMP", "5": "REFUSED"}
-_QUERY_RE = re.compile(r'(?P<client>\S+) - (?:\[[^\]]*\] )?\d+ "(?P<qtype>\S+) \S+ (?P<name>\S+) (?P<proto>\S+) \d+ \S+ \d+" '
-                       r"(?P<rcode>[A-Z]+|\d+) (?P<flags>\S*) \d+ (?P<duration>[0-9.e-]+)s")
 _LEVEL_RE = re.compile(r"\[(INFO|ERROR|WARNING|WARN|FATAL|DEBUG|PANIC)\] ")
 _ERRORS_RE = re.compile(r"plugin/errors: (?P<rcode>\d+) (?P<name>\S+) (?P<qtype>[A-Z0-9]+): (?P<message>.*)$")
 _UPSTREAM_RE = re.compile(r"->(\[[0-9a-fA-F:.]+\]:\d+|[0-9.]+:\d+)")
@@ -64,7 +62,7 @@ class TopCounter:
     exact until a key has to be dropped; after that ``approximate`` is true and each count is a
     lower bound, off by at most ``dropped``."""
 
-    def __init__(self, capacity=1000):
+    def __init__(self, capacity=10000):
         self.capacity = capacity
         self.counts = {}
         self.dropped = 0
@@ -80,12 +78,16 @@ class TopCounter:
         elif len(counts) < self.capacity:
             counts[key] = 1
         else:
-            self.dropped += 1
+            # Misra-Gries, batched: take the median count off every key (and off the new one),
+            # so at least half the keys go and a pass costs O(capacity) per capacity/2 new keys.
+            cut = sorted(counts.values())[len(counts) // 2]
+            self.dropped += cut
             for other in list(counts):
-                if counts[other] == 1:
-                    del counts[other]
+                left = counts[other] - cut
+                if left > 0:
+                    counts[other] = left
                 else:
-                    counts[other] -= 1
+                    del counts[other]
 
     def top(self, n):
         return [{"key": k, "count": c} for k, c in sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
@@ -115,7 +117,7 @@ class LogSummary:
     """Feed lines with ``add(line)``; ``result()`` gives the summary. Memory is bounded by
     ``track`` (distinct names and clients kept), ``max_tickets`` and ``max_events``."""
 
-    def __init__(self, instance=None, max_tickets=20, top=10, ticket_rcodes=("SERVFAIL", "REFUSED"), track=1000, max_events=20):
+    def __init__(self, instance=None, max_tickets=20, top=10, ticket_rcodes=("SERVFAIL", "REFUSED"), track=10000, max_events=20):
         self.instance = instance
         self.max_tickets = max_tickets
         self.top_n = top
@@ -171,11 +173,8 @@ class LogSummary:
         self.lines += 1
         lineno = lineno or self.lines
         line = line.rstrip("\r\n")
-        if '" ' in line:
-            match = _QUERY_RE.search(line)
-            if match:
-                self._query(match, line, lineno)
-                return
+        if '" ' in line and self._query(line, lineno):
+            return
         level = _LEVEL_RE.search(line)
         body = line[level.end():] if level else line
         prefix = line[:level.start()] if level else ""
@@ -197,25 +196,39 @@ class LogSummary:
         else:
             self.unrecognised += 1
 
-    def _query(self, match, line, lineno):
+    def _query(self, line, lineno):
+        """A log-plugin query line (split by hand: a regex search per line is three times slower)."""
+        open_quote = line.find(' "')
+        close_quote = line.find('" ', open_quote + 2)
+        if open_quote < 0 or close_quote < 0:
+            return False
+        question = line[open_quote + 2:close_quote].split(" ")
+        tail = line[close_quote + 2:].split()
+        head = line[:open_quote]
+        dash = head.rfind(" - ")
+        if len(question) != 7 or len(tail) < 4 or dash < 0 or not tail[3].endswith("s") or not tail[2].isdigit():
+            return False
+        qtype, _qclass, name, proto = question[:4]
+        rcode = RCODES_NUMERIC.get(tail[0], tail[0])
+        start = head.rfind(" ", 0, dash)
+        client = head[start + 1:dash]
         self.queries += 1
-        rcode = match.group("rcode")
-        rcode = RCODES_NUMERIC.get(rcode, rcode)
-        qtype = match.group("qtype")
-        name = match.group("name")
-        self.by_rcode[rcode] = self.by_rcode.get(rcode, 0) + 1
+        by_rcode = self.by_rcode
+        by_rcode[rcode] = by_rcode.get(rcode, 0) + 1
         self.by_qtype[qtype] = self.by_qtype.get(qtype, 0) + 1
-        proto = match.group("proto")
         self.by_proto[proto] = self.by_proto.get(proto, 0) + 1
         self.names.add(name)
-        client = match.group("client")
         self.clients.add(client.rpartition(":")[0] or client)
-        if float(match.group("duration")) >= 1.0:
-            self.slow += 1
+        try:
+            if float(tail[3][:-1]) >= 1.0:
+                self.slow += 1
+        except ValueError:
+            pass
         if rcode not in ("NOERROR", "NXDOMAIN"):
             self.failed_names.add(name)
         if rcode in self.ticket_rcodes:
-            self._ticket(name, rcode, lineno, line, line[:match.start()], "rcode")
+            self._ticket(name, rcode, lineno, line, head[:start + 1], "rcode")
+        return True
 
     def _errors_line(self, body, line, lineno, prefix):
         self.errors += 1

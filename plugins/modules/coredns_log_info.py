@@ -58,7 +58,7 @@ options:
     elements: str
     default: [SERVFAIL, REFUSED]
 notes:
-  - Names and clients are counted with a bounded counter (1000 distinct keys). When a log holds more,
+  - Names and clients are counted with a bounded counter (10000 distinct keys). When a log holds more,
     RV(coredns_log.counts_approximate) is V(true) and the top counts are lower bounds.
   - NXDOMAIN is normal for the search-path walk of C(ndots:5) lookups, so it makes no ticket unless
     listed in O(ticket_rcodes).
@@ -149,7 +149,7 @@ coredns_log:
       returned: always
       sample: [{"client": "10.42.192.21", "count": 5}]
     counts_approximate:
-      description: Whether the top lists were bounded (more than 1000 distinct keys); counts are then lower bounds.
+      description: Whether the top lists were bounded (more than 10000 distinct keys); counts are then lower bounds.
       type: bool
       returned: always
       sample: false
