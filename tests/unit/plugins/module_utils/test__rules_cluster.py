@@ -203,3 +203,44 @@ def test_workload_pages_are_bounded():
     assert result["pods_scanned"] == 5 and result["truncated"] is True
     assert result["musl_images"] == {"count": 5, "examples": [{"image": "nginx:1.27-alpine", "pods": 5, "example_pod": "default/p0"}]}
     assert [q.get("limit") for p, q in world.requests if p.endswith("/pods")] == [2, 2, 2]
+
+
+# --- workloads ----------------------------------------------------------------------------------
+
+HOSTNET = "issue-k8s-17406-hostnet-pod.yaml"
+
+
+def test_wl001_hostnet_pod_with_cluster_first():
+    check, hits = run(cluster(UPSTREAM, HOSTNET), "WL001")
+    assert check["status"] == "fail" and hits[0]["severity"] == "warning"
+    assert hits[0]["evidence"]["examples"] == [{"namespace": "default", "name": "hostnet", "owner": None, "dns_policy": "ClusterFirst"}]
+    # the same pod in kube-system (system agents usually need no cluster names) is info
+    def to_system(world):
+        world.find("Pod", "hostnet")["metadata"]["namespace"] = "kube-system"
+    assert run(cluster(UPSTREAM, HOSTNET, edit=to_system), "WL001")[1][0]["severity"] == "info"
+
+
+def test_wl001_fixed_pod_and_ndots():
+    def fixed(world):
+        world.find("Pod", "hostnet")["spec"]["dnsPolicy"] = "ClusterFirstWithHostNet"
+    facts = cluster(UPSTREAM, HOSTNET, edit=fixed)
+    assert run(facts, "WL001")[0]["status"] == "pass"
+    # ClusterFirstWithHostNet gives the pod the kubelet's ndots:5
+    check, hits = run(facts, "WL004")
+    assert check["status"] == "fail" and hits[0]["severity"] == "info" and hits[0]["evidence"]["pods"] == 1
+    assert run(cluster(UPSTREAM, HOSTNET), "WL004")[0]["status"] == "pass"  # node resolv.conf: ndots unknown
+
+
+def test_wl002_musl_image():
+    # a minimal Pod built here: no capture has an -alpine image
+    def alpine(world):
+        world.find("Pod", "hostnet")["spec"]["containers"][0]["image"] = "nginx:1.27-alpine"
+    check, hits = run(cluster(UPSTREAM, HOSTNET, edit=alpine), "WL002")
+    assert check["status"] == "fail" and hits[0]["evidence"]["examples"][0]["image"] == "nginx:1.27-alpine"
+    assert run(cluster(UPSTREAM, HOSTNET), "WL002")[0]["status"] == "pass"  # busybox
+
+
+def test_workload_rules_skip_when_workloads_unreadable():
+    world = World(load(UPSTREAM, HOSTNET), forbidden=("statefulsets",))
+    check, _ = run(facts_of(world), "WL001")
+    assert check["status"] == "skip" and "forbidden" in check["reason"] and "statefulsets" in check["reason"]
