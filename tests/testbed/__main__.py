@@ -1,0 +1,91 @@
+# Copyright (c) clusterdns.doctor contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Command line for the node test bed, for Molecule (create and destroy run in separate processes).
+
+    PYTHONPATH=tests python -m testbed up STATE_DIR [--pod-if cilium_host] [--except-interface 'cilium_*']
+    PYTHONPATH=tests python -m testbed down STATE_DIR
+
+``up`` builds the bed, starts dnsmasq as a daemon in the node namespace serving the VIP, writes
+``STATE_DIR/state.json`` and ``STATE_DIR/python3`` (an interpreter wrapper that runs inside the
+node namespace, for ``ansible_python_interpreter``). ``down`` kills dnsmasq and deletes the
+namespaces named in the state; it is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from testbed.bed import DNSMASQ, VIP, ZONE, ZONE_ANSWER, Bed, BedError, run
+
+
+def up(args):
+    os.makedirs(args.state, exist_ok=True)
+    bed = Bed(args.pod_if, workdir=args.state)
+    state = {"node": bed.node, "pod": bed.pod, "pod_if": bed.pod_if, "vip": VIP, "pidfile": os.path.join(args.state, "dnsmasq.pid")}
+    try:
+        lines = ["listen-address=%s" % VIP, "bind-dynamic"] if not args.except_interface else ["except-interface=%s" % args.except_interface]
+        conf = bed.write_conf("# node test bed (tests/testbed)\n" + "\n".join(lines) + "\n")
+        run([DNSMASQ, "--conf-file=" + conf, "--pid-file=" + state["pidfile"], "--user=root", "--no-resolv", "--no-hosts",
+             "--address=/%s/%s" % (ZONE, ZONE_ANSWER)], netns=bed.node)
+        for _attempt in range(50):  # at most 5 s
+            if ":53 " in run(["ss", "-lnu"], netns=bed.node).stdout:
+                break
+            time.sleep(0.1)
+        else:
+            raise BedError("dnsmasq did not listen on port 53 within 5 s")
+        wrapper = os.path.join(args.state, "python3")
+        with open(wrapper, "w", encoding="utf-8") as handle:
+            handle.write('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (bed.node, args.python or sys.executable))
+        os.chmod(wrapper, 0o755)
+        state["python"] = wrapper
+        state["conf"] = conf
+    except BaseException:
+        down_state(state)
+        raise
+    with open(os.path.join(args.state, "state.json"), "w", encoding="utf-8") as handle:
+        json.dump(state, handle)
+    print(json.dumps(state))
+
+
+def down_state(state):
+    try:
+        with open(state["pidfile"], encoding="utf-8") as handle:
+            os.kill(int(handle.read().strip()), signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+    for name in (state.get("node"), state.get("pod")):
+        if name:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False, timeout=30)
+
+
+def down(args):
+    path = os.path.join(args.state, "state.json")
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        down_state(json.load(handle))
+    os.unlink(path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m testbed")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up")
+    p_up.add_argument("state")
+    p_up.add_argument("--pod-if", default="cilium_host")
+    p_up.add_argument("--except-interface", default=None, help="dnsmasq except-interface pattern (the seed-003 fault)")
+    p_up.add_argument("--python", default=None, help="interpreter the wrapper runs in the node namespace")
+    p_down = sub.add_parser("down")
+    p_down.add_argument("state")
+    args = parser.parse_args(argv)
+    up(args) if args.command == "up" else down(args)
+
+
+if __name__ == "__main__":
+    main()
