@@ -55,6 +55,17 @@ def wrapper_for(bed, tmp_path):
     return wrapper
 
 
+def facts_module(tmp_path, interpreter, name, key):
+    env = dict(os.environ, ANSIBLE_CONFIG=str(COLLECTION / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json",
+               ANSIBLE_COLLECTIONS_PATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(COLLECTION / ".cache" / "collections")))
+    cmd = [str(ANSIBLE_BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
+           "-e", "ansible_python_interpreter=%s" % interpreter, "-m", "clusterdns.doctor.%s" % name]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]["ansible_facts"][key]
+
+
 def dnsmasq_facts(tmp_path, interpreter=None, args=None):
     env = dict(os.environ, ANSIBLE_CONFIG=str(COLLECTION / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json",
@@ -135,6 +146,24 @@ def test_incident_detected_fixed_and_replayed_from_bundle(node_bed, tmp_path):
 
 
 @pytest.mark.parametrize("node_bed", ["lxc12ab34cd", "cni0", "cali1a2b3c4d5e"], indirect=True)
+def test_drop_rule_on_the_pod_path_gives_ipt002(node_bed, tmp_path):
+    """The other way pod DNS dies on a node: a firewall rule. dnsmasq serves the pod interface, but an
+    INPUT DROP for UDP 53 from the pod interface makes the pod's query time out; IPT002 names it."""
+    node_bed.start_dnsmasq("bind-dynamic\n")
+    assert node_bed.dig(node_bed.pod) == [ZONE_ANSWER]
+    node_bed.add_drop("udp")
+    assert node_bed.dig(node_bed.pod) is None
+    assert node_bed.dig(node_bed.pod, tcp=True) == [ZONE_ANSWER]  # only UDP is dropped
+    wrapper = wrapper_for(node_bed, tmp_path)
+    facts = {"clusterdns_iptables": facts_module(tmp_path, wrapper, "iptables_facts", "clusterdns_iptables"),
+             "clusterdns_dnsmasq": dnsmasq_facts(tmp_path, wrapper)}
+    result = _findings.evaluate({"node1": facts})
+    (ipt002,) = [f for f in result["findings"] if f["id"] == "IPT002"]
+    assert (ipt002["evidence"]["table"], ipt002["evidence"]["chain"], ipt002["evidence"]["position"]) == ("filter", "INPUT", 1)
+    assert "-i %s " % node_bed.pod_if in ipt002["evidence"]["rule"] and "DROP" in ipt002["evidence"]["rule"]
+    assert not [f for f in result["findings"] if f["id"].startswith("DMQ")]
+
+
 def test_healthy_node_has_no_dmq_finding(node_bed, tmp_path):
     node_bed.start_dnsmasq("bind-dynamic\nexcept-interface=eth9\n")
     assert node_bed.dig(node_bed.pod) == [ZONE_ANSWER]
