@@ -191,7 +191,7 @@ def collect(module, writer, run_commands):
     if dnsmasq:
         writer.data("/commands/dnsmasq-cmdline.txt", ("\n".join(process_line(pid, argv) for pid, argv in dnsmasq) + "\n").encode())
         saved.append("dnsmasq-cmdline")
-        for dummy, argv in dnsmasq:
+        for _pid, argv in dnsmasq:
             for conf in dnsmasq_config_paths(argv):
                 writer.path(conf)
     kubelet = _processes("kubelet")
