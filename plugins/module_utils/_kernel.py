@@ -48,6 +48,8 @@ SYSCTLS = (
     "net/ipv4/ip_local_port_range",
     "net/ipv4/conf/all/rp_filter",
     "net/bridge/bridge-nf-call-iptables",
+    "net/ipv4/vs/conn_reuse_mode",
+    "net/ipv4/vs/expire_nodest_conn",
 )
 
 
