@@ -203,7 +203,8 @@ def coredns_rbac(cluster, ctx):
     return [hit({"service_account": rbac.get("service_account"), "missing": missing, "cluster_roles": rbac.get("cluster_roles"),
                  "bindings": rbac.get("bindings"), "namespaced_only": rbac.get("namespaced_only"),
                  "version": list(version) if version else None},
-                obj="ClusterRole/%s" % ((rbac.get("cluster_roles") or ["(none bound)"])[0]),
+                obj="ClusterRole/%s" % next((r for r in rbac.get("cluster_roles") or [] if "coredns" in r),
+                                            (rbac.get("cluster_roles") or ["(none bound)"])[0]),
                 detail="service account %s may not %s cluster-wide (ClusterRoles bound: %s)" % (
                     rbac.get("service_account"), ", ".join(missing), ", ".join(rbac.get("cluster_roles") or []) or "none"))]
 

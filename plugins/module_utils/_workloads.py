@@ -161,8 +161,8 @@ def collect(read, namespace=None, max_pods=10000, page_size=500, examples=10):
     apps = "/apis/apps/v1" + ("/namespaces/%s" % namespace if namespace else "")
     try:
         pods, truncated = _paged(read, prefix + "/pods", min(page_size, max_pods) or 1, max_pods)
-        services, _ = _paged(read, prefix + "/services", page_size, None)
-        statefulsets, _ = _paged(read, apps + "/statefulsets", page_size, None)
+        services = _paged(read, prefix + "/services", page_size, None)[0]
+        statefulsets = _paged(read, apps + "/statefulsets", page_size, None)[0]
     except ApiError as exc:
         return {"available": False, "reason": exc.reason()}
     result = summarize(pods, services, statefulsets, examples=examples, truncated=truncated)

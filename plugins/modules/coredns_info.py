@@ -38,7 +38,7 @@ notes:
   - Read access is enough; C(docs/rbac/clusterdns-diagnose.yml) is a ClusterRole with exactly what
     this module and C(clusterdns.doctor.workload_dns_info) read.
   - The CoreDNS version comes from the image tag. Images pinned by digest only, or with a tag that
-    is not a version, give RV(cluster.coredns.deployment.version=null).
+    is not a version, give a C(null) version in RV(cluster.coredns).
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - clusterdns.doctor._attributes

@@ -67,7 +67,7 @@ def test_cdns003_old_and_new():
 def test_cdns003_skips_without_version_tag():
     def latest(world):
         world.find("Deployment", "coredns")["spec"]["template"]["spec"]["containers"][0]["image"] = "coredns/coredns:latest"
-    check, _ = run(cluster(UPSTREAM, edit=latest), "CDNS003")
+    check = run(cluster(UPSTREAM, edit=latest), "CDNS003")[0]
     assert check["status"] == "skip" and "coredns/coredns:latest" in check["reason"]
 
 
@@ -97,7 +97,7 @@ def test_cdns005_pods_verified_needs_pods():
 
 def test_cdns005_rbac_unreadable_is_a_skip_with_reason():
     world = World(load(UPSTREAM), forbidden=("clusterrolebindings",))
-    check, _ = run(facts_of(world), "CDNS005")
+    check = run(facts_of(world), "CDNS005")[0]
     assert check["status"] == "skip" and "forbidden" in check["reason"] and "clusterrolebindings" in check["reason"]
 
 
@@ -149,7 +149,7 @@ def test_cdns011_proxy_removed_plugin_on_new_coredns_but_not_old():
 def test_corefile_missing_is_a_skip():
     def drop(world):
         world.objects = [o for o in world.objects if o["kind"] != "ConfigMap"]
-    check, _ = run(cluster(UPSTREAM, edit=drop), "CDNS011")
+    check = run(cluster(UPSTREAM, edit=drop), "CDNS011")[0]
     assert check["status"] == "skip" and "no ConfigMap kube-system/coredns" in check["reason"]
 
 
@@ -182,7 +182,7 @@ def test_no_coredns_deployment_is_reported_not_raised():
     world = World([o for o in load(UPSTREAM) if o["kind"] != "Deployment"])
     facts = facts_of(world)
     assert facts["coredns"]["deployment"] is None and "k8s-app=kube-dns" in facts["coredns"]["reason"]
-    check, _ = run(facts, "CDNS002")
+    check = run(facts, "CDNS002")[0]
     assert check["status"] == "skip" and "no Deployment labelled k8s-app=kube-dns" in check["reason"]
     assert run(facts, "CDNS005")[0]["status"] == "skip"
 
@@ -195,14 +195,14 @@ def test_bad_label_selector_is_a_clear_error():
 def test_workload_pages_are_bounded():
     objects = load(UPSTREAM)
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"namespace": "default", "name": "p"}, "spec": {"containers": [{"image": "nginx:1.27-alpine"}]}}
-    many = [copy.deepcopy(pod) for _ in range(7)]
+    many = [copy.deepcopy(pod) for i in range(7)]
     for i, p in enumerate(many):
         p["metadata"]["name"] = "p%d" % i
     world = World(objects + many)
     result = _workloads.collect(world, max_pods=5, page_size=2, examples=2)
     assert result["pods_scanned"] == 5 and result["truncated"] is True
     assert result["musl_images"] == {"count": 5, "examples": [{"image": "nginx:1.27-alpine", "pods": 5, "example_pod": "default/p0"}]}
-    assert [q.get("limit") for p, q in world.requests if p.endswith("/pods")] == [2, 2, 2]
+    assert [q.get("limit") for (p, q) in world.requests if p.endswith("/pods")] == [2, 2, 2]
 
 
 # --- workloads ----------------------------------------------------------------------------------
@@ -242,5 +242,5 @@ def test_wl002_musl_image():
 
 def test_workload_rules_skip_when_workloads_unreadable():
     world = World(load(UPSTREAM, HOSTNET), forbidden=("statefulsets",))
-    check, _ = run(facts_of(world), "WL001")
+    check = run(facts_of(world), "WL001")[0]
     assert check["status"] == "skip" and "forbidden" in check["reason"] and "statefulsets" in check["reason"]
