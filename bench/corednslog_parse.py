@@ -78,10 +78,10 @@ def main():
         generate(path, args.lines, args.seed)
         size = os.path.getsize(path)
         with open(path, encoding="utf-8") as f:
-            total = sum(1 for _ in f)
+            total = sum(1 for _line in f)
         grep_times, parse_times = [], []
         grep_count = result = None
-        for _ in range(args.repeats):
+        for _repeat in range(args.repeats):
             start = time.perf_counter()
             proc = subprocess.run(["grep", "-c", "NOERROR", path], capture_output=True, text=True, check=True)
             grep_times.append(time.perf_counter() - start)

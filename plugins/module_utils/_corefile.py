@@ -215,7 +215,8 @@ class _Parser:
             tok = self._peek()
             comments = self._comments_before(tok.line)
             if tok.brace == "}":
-                raise self.error("'}' without a matching '{'", tok.line, "a server block 'ZONE[:PORT] {' before it, or one '}' fewer")
+                message = "'}' without a matching '{'"
+                raise self.error(message, tok.line, "a server block 'ZONE[:PORT] {' before it, or one '}' fewer")
             if tok.brace == "{":
                 raise self.error("a block with no keys", tok.line, "the zones it serves before '{', for example '.:53 {'")
             if tok.text == "import" and not tok.quoted:
@@ -283,7 +284,8 @@ class _Parser:
                 raise self.error("block opened here is never closed", open_line, "a matching '}' (unbalanced braces)")
             comments = self._comments_before(tok.line)
             if tok.brace == "}" and open_line is None:
-                raise self.error("'}' without a matching '{'", tok.line, "one '}' fewer")
+                message = "'}' without a matching '{'"
+                raise self.error(message, tok.line, "one '}' fewer")
             if tok.brace == "}":
                 self.pos += 1
                 if directives:

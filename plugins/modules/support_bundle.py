@@ -31,9 +31,11 @@ notes:
     certificate itself is not read.
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: In check mode the archive is not written; RV(changed) says whether it would be.
+    details: In check mode the archive is not written; the result says it would be.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
 options:
   dest:

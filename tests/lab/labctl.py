@@ -305,7 +305,10 @@ def kubelet_resolv_conf(ns_ip):
 def make_pki():
     d = sp("pki")
     os.makedirs(d, exist_ok=True)
-    o = lambda n: os.path.join(d, n)  # noqa: E731
+
+    def o(name):
+        return os.path.join(d, name)
+
     run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", o("ca.key"),
          "-out", o("ca.crt"), "-days", "7", "-subj", "/CN=clusterdns-lab-ca",
          # Python >= 3.13 verifies strictly (VERIFY_X509_STRICT): the CA needs keyUsage
@@ -313,7 +316,7 @@ def make_pki():
          "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature"])
     sans = ["IP:%s" % x for x in (CP_IP, "127.0.0.1", "10.96.0.1")]
     sans += ["DNS:%s" % x for x in ("kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                                     "kubernetes.default.svc.cluster.local", "localhost")]
+                                    "kubernetes.default.svc.cluster.local", "localhost")]
     write(o("ext.cnf"), "subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
           "keyUsage=critical,digitalSignature,keyEncipherment\n"
           "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n"
@@ -441,7 +444,7 @@ def forwarder_main(port_file, target):
         u.close()
 
     while True:
-        c, _ = lsock.accept()
+        c, _addr = lsock.accept()
         threading.Thread(target=handle, args=(c,), daemon=True).start()
 
 
@@ -1033,7 +1036,7 @@ def cmd_up(args):
         make_pki()
         spawn("forwarder", None, [sys.executable, os.path.abspath(__file__), "_forward",
                                   sp("port"), "127.0.0.1:6443"])
-        port = wait_for("loopback forwarder", lambda: (read(sp("port")) or "").strip(), 10)  # noqa: PLW0108
+        port = wait_for("loopback forwarder", lambda: (read(sp("port")) or "").strip(), 10)  # noqa: PLW0108  # pylint: disable=unnecessary-lambda
         st["port"] = int(port)
         save_state(st)
         write(sp("kubeconfig"), kubeconfig_text("https://127.0.0.1:%s" % port,
@@ -1049,7 +1052,10 @@ def cmd_up(args):
         wait_for("etcd health", lambda: nsrun(CP, [binpath("etcdctl"), "--endpoints", "127.0.0.1:2379",
                                                    "endpoint", "health"], check=False).returncode == 0, 30)
         log("kube-apiserver %s" % K8S_VERSION)
-        pki = lambda n: sp("pki", n)  # noqa: E731
+
+        def pki(name):
+            return sp("pki", name)
+
         spawn("kube-apiserver", CP, [
             binpath("kube-apiserver"), "--etcd-servers=http://127.0.0.1:2379",
             "--bind-address=0.0.0.0", "--secure-port=6443", "--advertise-address=" + CP_IP,

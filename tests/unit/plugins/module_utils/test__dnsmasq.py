@@ -147,8 +147,9 @@ def test_wildcards(pattern, name, matches):
 
 def test_seed_config_ignores_cilium_host_and_serves_the_rest():
     cfg = config(["dnsmasq"], {"/etc/dnsmasq.conf": fixture("seed003-before.conf")})
-    verdicts = {v["name"]: v for v in _dnsmasq.verdict(cfg, [iface("lo", "127.0.0.1/8"), iface("bond0", "172.25.4.1/24"),
-                                                                 iface("cilium_host", "172.26.2.58/32"), iface("docker0", "172.17.0.1/16")])}
+    interfaces = [iface("lo", "127.0.0.1/8"), iface("bond0", "172.25.4.1/24"),
+                  iface("cilium_host", "172.26.2.58/32"), iface("docker0", "172.17.0.1/16")]
+    verdicts = {v["name"]: v for v in _dnsmasq.verdict(cfg, interfaces)}
     assert verdicts["cilium_host"] == {"name": "cilium_host", "addresses": ["172.26.2.58/32"], "pod_facing": True, "served": False,
                                        "because": "/etc/dnsmasq.conf:1: except-interface=cilium_*", "only_to": None}
     assert verdicts["bond0"]["served"] and not verdicts["bond0"]["pod_facing"]
