@@ -24,7 +24,7 @@ export PY_COLORS := 0
 APT_PACKAGES := dnsmasq-base iptables nftables conntrack iproute2 bind9-dnsutils dnsperf bpftrace \
                 shellcheck openssl podman runc catatonit debootstrap rsync procps kmod bpftool iputils-ping
 
-.PHONY: help setup apt venv compat-venv link diagnose test lint sanity units integration molecule bench clean
+.PHONY: help setup apt venv compat-venv link diagnose test demo lint sanity units integration molecule bench clean
 
 help:
 	@echo "make diagnose   - run playbooks/diagnose.yml against this machine (report in ./clusterdns-report)"
@@ -77,6 +77,17 @@ diagnose: setup
 
 test: setup
 	tests/run-all
+
+# The lab demo (docs/lab.md): lab up with three faults, diagnose, heal, diagnose clean, lab down.
+DEMO_FAULTS ?= session-affinity coredns-single-replica autopath
+demo: setup
+	tests/lab/labctl up
+	for f in $(DEMO_FAULTS); do tests/lab/labctl fault $$f; done
+	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/faulty || true
+	sed -n '1,40p' clusterdns-demo/faulty/report.md
+	for f in $(DEMO_FAULTS); do tests/lab/labctl heal $$f; done
+	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/healed
+	tests/lab/labctl down
 
 lint: setup
 	tests/run-all lint
