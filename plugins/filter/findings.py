@@ -31,9 +31,10 @@ def dns_findings(nodes, cluster=None, options=None, detail=False):
     return result if detail else result["findings"]
 
 
-def dns_report(assessment, generated_at, version, hosts, cluster_status=None, fail_on="none", mode="diagnose", extra=None):
+def dns_report(assessment, generated_at, version, hosts, cluster_status=None, fail_on="none", mode="diagnose", extra=None, waivers=None, today=None):
     try:
-        return build_report(_plain(assessment), generated_at, version, _plain(hosts), _plain(cluster_status), fail_on, mode, _plain(extra))
+        return build_report(_plain(assessment), generated_at, version, _plain(hosts), _plain(cluster_status), fail_on, mode, _plain(extra),
+                            waivers=_plain(waivers), today=today)
     except (ClusterDNSError, KeyError, TypeError) as exc:
         raise AnsibleFilterError("dns_report: %s" % exc) from exc
 

@@ -13,28 +13,36 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._catalog import CATALOG, SEVERITIES, SEVERITY_RANK
+from ansible_collections.clusterdns.doctor.plugins.module_utils._waivers import apply as apply_waivers
+from ansible_collections.clusterdns.doctor.plugins.module_utils._waivers import validate as validate_waivers
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput
 from ansible_collections.clusterdns.doctor.plugins.module_utils._findings import SCHEMA_VERSION, at_or_above
 
 COLLECTION = "clusterdns.doctor"
 
 
-def build_report(assessment, generated_at, version, hosts, cluster_status=None, fail_on="none", mode="diagnose", extra=None):
+def build_report(assessment, generated_at, version, hosts, cluster_status=None, fail_on="none", mode="diagnose", extra=None,
+                 waivers=None, today=None):
     """The findings.json document (schema docs/findings.schema.json, version SCHEMA_VERSION).
 
     ``assessment`` is what ``_findings.evaluate`` returned; ``cluster_status`` is
-    ``{"status": "assessed"|"skipped", "reason": str|None, "context": str|None}``.
+    ``{"status": "assessed"|"skipped", "reason": str|None, "context": str|None}``. ``waivers``
+    (see _waivers) valid on ``today`` mark findings as waived: they stay in the report and do not
+    count toward the severities, the ids or the ``fail_on`` threshold.
     """
     if not isinstance(assessment, dict) or "findings" not in assessment or "checks" not in assessment:
         raise InvalidInput("dns_report expects the output of dns_findings(detail=true): a mapping with 'findings' and 'checks'")
-    findings = assessment["findings"]
+    findings, expired = assessment["findings"], []
+    if waivers:
+        findings, expired = apply_waivers(findings, validate_waivers(waivers), today or generated_at[:10])
+    active = [f for f in findings if "waiver" not in f]
     by_severity = {name: 0 for name in reversed(SEVERITIES)}
-    for finding in findings:
+    for finding in active:
         by_severity[finding["severity"]] += 1
     statuses = {"pass": 0, "fail": 0, "skip": 0}
     for check in assessment["checks"]:
         statuses[check["status"]] += 1
-    failing = at_or_above(findings, fail_on)
+    failing = at_or_above(active, fail_on)
     report = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": COLLECTION, "version": version},
@@ -43,13 +51,16 @@ def build_report(assessment, generated_at, version, hosts, cluster_status=None, 
         "hosts": sorted(hosts),
         "cluster": cluster_status or {"status": "skipped", "reason": "not assessed", "context": None},
         "summary": {
-            "total": len(findings),
+            "total": len(active),
             "by_severity": by_severity,
             "checks": statuses,
-            "ids": sorted({f["id"] for f in findings}),
+            "ids": sorted({f["id"] for f in active}),
             "fail_on": fail_on,
             "failed": bool(failing),
             "failing_ids": sorted({f["id"] for f in failing}),
+            "waived": len(findings) - len(active),
+            "waived_ids": sorted({f["id"] for f in findings if "waiver" in f}),
+            "expired_waivers": expired,
         },
         "findings": findings,
         "checks": assessment["checks"],
@@ -115,15 +126,22 @@ def render_markdown(report):
         out += ["Compliance threshold `%s`: %s." % (summary["fail_on"], verdict), ""]
     if not report["findings"]:
         out += ["No findings.", ""]
+    if summary.get("waived"):
+        out += ["Waived: %d finding(s) (%s), listed below and not counted." % (summary["waived"], ", ".join(summary["waived_ids"])), ""]
+    for waiver in summary.get("expired_waivers") or []:
+        out += ["Expired waiver `%s` for %s (expired %s, %s): no longer applied." % (waiver["source"], waiver["id"], waiver["expires"], waiver["reason"]), ""]
     for finding in report["findings"]:
+        waiver = finding.get("waiver")
         out += [
-            "## %s %s: %s" % (finding["severity"].upper(), finding["id"], finding["title"]),
+            "## %s%s %s: %s" % ("WAIVED " if waiver else "", finding["severity"].upper(), finding["id"], finding["title"]),
             "",
             "On %s: %s" % (_where(finding), finding["detail"]),
             "",
             "**Evidence**",
             "",
         ]
+        if waiver:
+            out += ["**Waived** until %s%s: %s" % (waiver["expires"], " by %s" % waiver["owner"] if waiver.get("owner") else "", waiver["reason"]), ""]
         out += _evidence_lines(finding["evidence"], "")
         out += ["", "**Why it breaks DNS**: " + finding["cause"], ""]
         if finding["fix"]["command"]:
@@ -162,8 +180,13 @@ def render_junit(report):
             case = ET.SubElement(suite, "testcase", classname="%s.%s" % (COLLECTION, target), name="%s %s" % (check["id"], title))
             if check["status"] == "skip":
                 ET.SubElement(case, "skipped", message=check["reason"] or "skipped")
+            elif check["status"] == "fail" and all("waiver" in f for f in by_check.get((check["id"], check["host"]), [])):
+                waiver = by_check[(check["id"], check["host"])][0]["waiver"]
+                ET.SubElement(case, "skipped", message="waived until %s: %s" % (waiver["expires"], waiver["reason"]))
             elif check["status"] == "fail":
                 for finding in by_check.get((check["id"], check["host"]), []):
+                    if "waiver" in finding:
+                        continue
                     failure = ET.SubElement(case, "failure", message=finding["detail"], type=finding["severity"])
                     failure.text = "\n".join(_evidence_lines(finding["evidence"], "")) + "\nFix: %s" % (finding["fix"]["command"] or "see references")
     ET.indent(suites)

@@ -102,3 +102,30 @@ def test_empty_bundle_dir_is_refused(tmp_path, report_dir):
     assert run.returncode != 0
     assert "holds no bundle" in run.stdout
     assert not report_dir.exists()
+
+
+def test_waiver_file_turns_a_failing_compliance_run_into_a_passing_one(bundle_dir, report_dir, tmp_path):
+    waivers = tmp_path / "waivers.yml"
+    waivers.write_text("waivers:\n  - id: RES001\n    hosts: [node-ct-*]\n    reason: stub resolver replaced in the next image\n"
+                       "    expires: 2999-01-01\n    owner: team-dns\n")
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % report_dir,
+                       "-e", "clusterdns_fail_on=critical", "-e", "clusterdns_waivers_file=%s" % waivers)
+    assert run.returncode == 0, run.stdout
+    report = load_report(report_dir)
+    jsonschema.validate(report, SCHEMA)
+    (res001,) = [f for f in report["findings"] if f["id"] == "RES001"]
+    assert res001["waiver"]["owner"] == "team-dns"
+    assert report["summary"]["waived_ids"] == ["RES001"] and "RES001" not in report["summary"]["ids"]
+
+
+def test_expired_and_invalid_waivers(bundle_dir, report_dir, tmp_path):
+    expired = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % report_dir,
+                           "-e", "clusterdns_fail_on=critical", "-e",
+                           '{"clusterdns_waivers": [{"id": "RES001", "reason": "old", "expires": "2020-01-01"}]}')
+    assert expired.returncode == 2, expired.stdout
+    assert load_report(report_dir)["summary"]["expired_waivers"][0]["expires"] == "2020-01-01"
+    bad = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % (tmp_path / "bad"),
+                       "-e", '{"clusterdns_waivers": [{"id": "RES001", "expires": "2027-01-01"}]}')
+    assert bad.returncode != 0
+    assert "clusterdns_waivers[0] has no reason" in bad.stdout
+    assert not (tmp_path / "bad").exists()
