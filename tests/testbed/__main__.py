@@ -4,6 +4,12 @@
 
     PYTHONPATH=tests python -m testbed up STATE_DIR [--pod-if cilium_host] [--except-interface 'cilium_*']
     PYTHONPATH=tests python -m testbed down STATE_DIR
+    PYTHONPATH=tests python -m testbed restart-dnsmasq STATE_DIR
+
+``up --drop-udp53`` adds a DROP of UDP port 53 arriving on the pod interface (the firewall fault,
+``Bed.add_drop``). ``restart-dnsmasq`` stops the dnsmasq of the state (its pid file) and starts it
+again with the same command line, so that it reads its configuration again (what
+``systemctl restart dnsmasq`` is on a real node).
 
 ``up`` builds the bed, starts dnsmasq as a daemon in the node namespace serving the VIP, writes
 ``STATE_DIR/state.json`` and ``STATE_DIR/python3`` (an interpreter wrapper that runs inside the
@@ -31,8 +37,9 @@ def up(args):
     try:
         lines = ["listen-address=%s" % VIP, "bind-dynamic"] if not args.except_interface else ["except-interface=%s" % args.except_interface]
         conf = bed.write_conf("# node test bed (tests/testbed)\n" + "\n".join(lines) + "\n")
-        run([DNSMASQ, "--conf-file=" + conf, "--pid-file=" + state["pidfile"], "--user=root", "--no-resolv", "--no-hosts",
-             "--address=/%s/%s" % (ZONE, ZONE_ANSWER)], netns=bed.node)
+        state["dnsmasq_argv"] = [DNSMASQ, "--conf-file=" + conf, "--pid-file=" + state["pidfile"], "--user=root", "--no-resolv", "--no-hosts",
+                                 "--address=/%s/%s" % (ZONE, ZONE_ANSWER)]
+        run(state["dnsmasq_argv"], netns=bed.node)
         for _attempt in range(50):  # at most 5 s
             if ":53 " in run(["ss", "-lnu"], netns=bed.node).stdout:
                 break
@@ -45,6 +52,8 @@ def up(args):
         os.chmod(wrapper, 0o755)
         state["python"] = wrapper
         state["conf"] = conf
+        if args.drop_udp53:
+            bed.add_drop("udp")
     except BaseException:
         down_state(state)
         raise
@@ -64,6 +73,50 @@ def down_state(state):
             subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False, timeout=30)
 
 
+def _read_state(directory):
+    with open(os.path.join(directory, "state.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            return handle.read().split(") ", 1)[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+def restart_dnsmasq(args):
+    state = _read_state(args.state)
+    try:
+        with open(state["pidfile"], encoding="utf-8") as handle:
+            pid = int(handle.read().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid is not None and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        for _attempt in range(50):  # at most 5 s
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            raise BedError("dnsmasq (pid %d) did not stop within 5 s" % pid)
+    proc = run(state["dnsmasq_argv"], netns=state["node"], check=False)
+    if proc.returncode != 0:
+        raise BedError("dnsmasq did not start again: %s" % (proc.stderr or proc.stdout).strip())
+    for _attempt in range(50):  # at most 5 s
+        if ":53 " in run(["ss", "-lnu"], netns=state["node"]).stdout:
+            break
+        time.sleep(0.1)
+    else:
+        raise BedError("dnsmasq did not listen on port 53 within 5 s after the restart")
+    print("dnsmasq restarted")
+
+
 def down(args):
     path = os.path.join(args.state, "state.json")
     if not os.path.exists(path):
@@ -81,10 +134,13 @@ def main(argv=None):
     p_up.add_argument("--pod-if", default="cilium_host")
     p_up.add_argument("--except-interface", default=None, help="dnsmasq except-interface pattern (the seed-003 fault)")
     p_up.add_argument("--python", default=None, help="interpreter the wrapper runs in the node namespace")
+    p_up.add_argument("--drop-udp53", action="store_true", help="DROP UDP port 53 arriving on the pod interface (firewall fault)")
     p_down = sub.add_parser("down")
     p_down.add_argument("state")
+    p_restart = sub.add_parser("restart-dnsmasq")
+    p_restart.add_argument("state")
     args = parser.parse_args(argv)
-    up(args) if args.command == "up" else down(args)
+    {"up": up, "down": down, "restart-dnsmasq": restart_dnsmasq}[args.command](args)
 
 
 if __name__ == "__main__":
