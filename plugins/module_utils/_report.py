@@ -199,3 +199,38 @@ def summary_line(report):
     parts = ["%d %s" % (counts[s], s) for s in sorted(counts, key=lambda s: -SEVERITY_RANK[s]) if counts[s]]
     return "clusterdns.doctor: %d finding(s)%s on %d node(s); cluster %s" % (
         report["summary"]["total"], " (" + ", ".join(parts) + ")" if parts else "", len(report["hosts"]), report["cluster"]["status"])
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render_prometheus(report):
+    """clusterdns.prom: the report as Prometheus text format (node_exporter textfile collector)."""
+    summary = report["summary"]
+    lines = []
+
+    def metric(name, kind, doc, samples):
+        lines.append("# HELP %s %s" % (name, doc))
+        lines.append("# TYPE %s %s" % (name, kind))
+        for labels, value in samples:
+            text = ",".join('%s="%s"' % (k, _label(v)) for k, v in labels)
+            lines.append("%s%s %s" % (name, "{%s}" % text if text else "", value))
+
+    metric("clusterdns_findings", "gauge", "Findings by severity (waived findings not counted).",
+           [((("severity", s),), n) for s, n in summary["by_severity"].items()])
+    seen = {}
+    for finding in report["findings"]:
+        key = (finding["id"], finding["severity"], finding["scope"], finding.get("host") or "", finding.get("object") or "",
+               "true" if "waiver" in finding else "false")
+        seen[key] = 1
+    metric("clusterdns_finding", "gauge", "One series per finding (id, severity, scope, host, object, waived).",
+           [(tuple(zip(("id", "severity", "scope", "host", "object", "waived"), key)), 1) for key in sorted(seen)])
+    metric("clusterdns_findings_waived", "gauge", "Findings covered by an unexpired waiver.", [((), summary.get("waived", 0))])
+    metric("clusterdns_waivers_expired", "gauge", "Waivers past their expiry date (no longer applied).",
+           [((), len(summary.get("expired_waivers") or []))])
+    metric("clusterdns_checks", "gauge", "Checks by status.", [((("status", s),), n) for s, n in summary["checks"].items()])
+    metric("clusterdns_compliance_failed", "gauge", "1 when a finding at or above fail_on exists.",
+           [((("fail_on", summary["fail_on"]),), 1 if summary["failed"] else 0)])
+    metric("clusterdns_cluster_assessed", "gauge", "1 when the cluster part was assessed.", [((), 1 if report["cluster"]["status"] == "assessed" else 0)])
+    return "\n".join(lines) + "\n"

@@ -75,3 +75,20 @@ def test_report_counts_only_unwaived_findings_toward_the_threshold():
     assert 'skipped message="waived until 2027-01-31' in _report.render_junit(waived)
     later = _report.build_report(assessment, "2027-02-01T00:00:00Z", "1.0.0", ["node-a"], fail_on="critical", waivers=[waiver()])
     assert later["summary"]["failed"] is True and "Expired waiver" in _report.render_markdown(later)
+
+
+def test_prometheus_textfile_parses_and_counts_like_the_report():
+    parser = pytest.importorskip("prometheus_client.parser")
+    finding = {"id": "DMQ001", "severity": "critical", "scope": "node", "host": 'node "a"\\1', "object": None, "title": "t",
+               "detail": "d", "evidence": {"interface": "cilium_host"}, "cause": "c",
+               "fix": {"tags": [], "roles": [], "variables": {}, "command": None}, "references": ["r"]}
+    assessment = {"findings": [finding, dict(finding, id="RES001")],
+                  "checks": [{"id": "DMQ001", "scope": "node", "host": "a", "status": "fail", "reason": "d"}]}
+    report = _report.build_report(assessment, "2026-12-02T00:00:00Z", "1.0.0", ["a"], fail_on="error", waivers=[waiver()])
+    families = {f.name: f for f in parser.text_string_to_metric_families(_report.render_prometheus(report))}
+    by_severity = {s.labels["severity"]: s.value for s in families["clusterdns_findings"].samples}
+    assert by_severity == {"info": 0, "warning": 0, "error": 0, "critical": 1}
+    series = {(s.labels["id"], s.labels["waived"], s.labels["host"]) for s in families["clusterdns_finding"].samples}
+    assert series == {("DMQ001", "false", 'node "a"\\1'), ("RES001", "true", 'node "a"\\1')}  # label escaping round-trips
+    assert families["clusterdns_findings_waived"].samples[0].value == 1
+    assert families["clusterdns_compliance_failed"].samples[0].value == 1
