@@ -11,7 +11,8 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ClusterDNSError
 from ansible_collections.clusterdns.doctor.plugins.module_utils._findings import evaluate
-from ansible_collections.clusterdns.doctor.plugins.module_utils._report import build_report, render_junit, render_markdown, summary_line
+from ansible_collections.clusterdns.doctor.plugins.module_utils._html import render_html
+from ansible_collections.clusterdns.doctor.plugins.module_utils._report import build_report, render_junit, render_markdown, render_prometheus, summary_line
 
 
 def _plain(value):
@@ -39,7 +40,7 @@ def dns_report(assessment, generated_at, version, hosts, cluster_status=None, fa
         raise AnsibleFilterError("dns_report: %s" % exc) from exc
 
 
-_RENDERERS = {"markdown": render_markdown, "junit": render_junit, "summary": summary_line}
+_RENDERERS = {"markdown": render_markdown, "junit": render_junit, "summary": summary_line, "html": render_html, "prometheus": render_prometheus}
 
 
 def dns_report_render(report, fmt="markdown"):
