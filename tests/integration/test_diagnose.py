@@ -36,6 +36,9 @@ def test_diagnose_this_machine_writes_valid_reports(report_dir):
     markdown = (report_dir / "report.md").read_text()
     assert markdown.startswith("# Cluster DNS report")
     assert "clusterdns.doctor:" in run.stdout and "finding(s)" in run.stdout
+    assert (report_dir / "report.html").read_text().lstrip().lower().startswith("<!doctype html>")
+    prom = (report_dir / "clusterdns.prom").read_text()
+    assert "# TYPE clusterdns_findings gauge" in prom and 'clusterdns_checks{status="pass"}' in prom
 
 
 def test_check_mode_gives_the_same_findings(tmp_path):
