@@ -23,6 +23,8 @@ import pytest
 from conftest import ANSIBLE_BIN, COLLECTION
 from testbed.bed import run
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _rules_probe
+
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces"),
@@ -151,3 +153,23 @@ def test_check_mode_through_ansible(tmp_path, node_bed):
     host = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     assert host["changed"] is False and host["ok"] is True
     assert host["results"][0]["answered"] == 3 and host["results"][0]["hop"] == "node-resolver"
+
+
+def as_fact(results, hop, origin):
+    return [{"hop": hop, "origin": origin, "server": item["server"], "transport": item["transport"], "result": item} for item in results.values()]
+
+
+def test_located_hop_seed003_and_udp_drop(tmp_path, node_bed):
+    node_bed.start_dnsmasq("bind-dynamic\nexcept-interface=cilium_*\n")
+    pod = probe(tmp_path, servers=[node_bed.vip], netns=node_bed.pod, transports=["udp"], hop="node-resolver")
+    node = probe(tmp_path, servers=[node_bed.vip], netns=node_bed.node, transports=["udp"], hop="node-resolver")
+    (verdict,) = _rules_probe.locate(as_fact(pod, "node-resolver", "pod") + as_fact(node, "node-resolver", "node"))
+    assert (verdict["id"], verdict["origin"], verdict["classification"]) == ("PRB001", "pod", "timeout")
+    assert "DMQ001" in verdict["detail"] and "node's own query" in verdict["detail"]
+
+    node_bed.restart_dnsmasq("")
+    node_bed.add_drop("udp")
+    pod = probe(tmp_path, servers=[node_bed.vip], netns=node_bed.pod, hop="node-resolver")
+    (verdict,) = _rules_probe.locate(as_fact(pod, "node-resolver", "pod"))
+    assert (verdict["transport"], verdict["classification"]) == ("udp", "timeout")
+    assert "TCP to the same hop answers" in verdict["detail"]

@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) clusterdns.doctor contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+#
+# PRIVATE to clusterdns.doctor: no API guarantee.
+#
+# Locating the broken hop from dns_probe results. Pure, stdlib only.
+#
+# Input: the node fact ``clusterdns_probe``, a list of ``{hop, origin, server, transport, result}``
+# where ``result`` is one entry of dns_probe's ``results`` and ``origin`` is ``pod`` or ``node``
+# (where the probe ran; default: ``node`` for hop node-resolver without a pod, ``pod`` otherwise).
+#
+# ``locate(entries)`` returns one verdict per failing (hop, origin, server, transport): the proposed
+# finding id (PRB001 hop does not answer, PRB002 hop loses part of the queries, PRB003 hop answers
+# with SERVFAIL/REFUSED), a severity, the evidence, and a ``detail`` that compares it with the other
+# hops (ClusterIP fails while a CoreDNS endpoint answers -> kube-proxy/conntrack on this node; the
+# node's resolver answers the node but not the pod -> interface filtering as in seed 003; UDP fails
+# while TCP answers -> a UDP-only rule). The ids have no catalog entries yet, so no @node_rule is
+# registered here; see the report of issue 6 for the proposed entries and the wrapper rules.
+
+from __future__ import annotations
+
+from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput
+
+DOWN = ("timeout", "unreachable", "error")
+RCODE_FAIL = ("servfail", "refused")
+LOSS_MIN = 0.01  # PRB002: loss ratios below this are noise on a busy node
+
+
+def _origin(entry):
+    return entry.get("origin") or ("node" if entry.get("hop") == "node-resolver" else "pod")
+
+
+def _check(entries):
+    if not isinstance(entries, list):
+        raise InvalidInput("clusterdns_probe must be a list of {hop, origin, server, transport, result}, got %s" % type(entries).__name__)
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("result"), dict) or "classification" not in entry["result"]:
+            raise InvalidInput("clusterdns_probe[%d] has no result with a classification (register dns_probe and keep one entry of its results)"
+                               % position)
+
+
+def _ok(index, hop, origin, transport=None):
+    """True when some probe of ``hop`` from ``origin`` (on ``transport`` if given) answered cleanly."""
+    return any(c == "ok" for (h, o, t), classes in index.items() if h == hop and o == origin and transport in (None, t) for c in classes)
+
+
+def _compare(entry, index):
+    hop, origin, transport = entry["hop"], _origin(entry), entry["transport"]
+    clause = []
+    other = "tcp" if transport == "udp" else "udp"
+    if _ok(index, hop, origin, other) and not _ok(index, hop, origin, transport):
+        clause.append("%s to the same hop answers, so a rule that filters %s port 53 is the likely cause (IPT002, SG001)"
+                      % (other.upper(), transport.upper()))
+    if hop == "pod-clusterip":
+        if _ok(index, "pod-endpoint", origin, transport):
+            clause.append("the pod reaches a CoreDNS endpoint directly, so the fault is in the ClusterIP path on this node: "
+                          "kube-proxy rules or conntrack (IPT001, IPVS002, CT001, CT002)")
+        elif any(h == "pod-endpoint" for (h, _o, _t) in index):
+            clause.append("CoreDNS endpoints fail from the pod too, so look at CoreDNS and the path to it (CDNS001, SVC002, IPT002, SG001)")
+    elif hop == "node-resolver" and origin == "pod" and _ok(index, "node-resolver", "node", transport):
+        clause.append("the node's own query to the same resolver answers, so the resolver ignores or a rule drops traffic from the "
+                      "pod interface (DMQ001, IPT002; seed 003)")
+    elif hop == "pod-endpoint" and _ok(index, "pod-endpoint", "node", transport):
+        clause.append("the node reaches the endpoint, so the pod's path is filtered (IPT002, SG001)")
+    elif hop == "coredns-upstream" and (_ok(index, "pod-endpoint", "pod") or _ok(index, "pod-clusterip", "pod")):
+        clause.append("CoreDNS answers the pods, so only its upstream fails: the upstream's ACL or firewall, or the upstream itself "
+                      "(SG001, CDNS010)")
+    return clause
+
+
+def locate(entries):
+    """Verdicts for the failing probe results, most severe first (see the module comment)."""
+    _check(entries)
+    index = {}
+    for entry in entries:
+        key = (entry.get("hop"), _origin(entry), entry.get("transport"))
+        index.setdefault(key, []).append(entry["result"]["classification"])
+    verdicts = []
+    for entry in entries:
+        result = entry["result"]
+        classification = result["classification"]
+        loss = result.get("loss_ratio") or 0.0
+        if classification in DOWN:
+            finding, severity = "PRB001", "critical"
+        elif classification == "loss" and loss >= LOSS_MIN:
+            finding, severity = "PRB002", "error" if loss >= 0.05 else "warning"
+        elif classification in RCODE_FAIL:
+            finding, severity = "PRB003", "error"
+        else:
+            continue
+        where = "%s from the %s to %s:%s over %s" % (entry.get("hop") or "probe", _origin(entry), entry.get("server"), result.get("port", 53),
+                                                     entry.get("transport"))
+        detail = "%s: %s (%s of %s queries answered)" % (where, classification, result.get("answered"), result.get("sent"))
+        clauses = _compare(entry, index)
+        if clauses:
+            detail += "; " + "; ".join(clauses)
+        verdicts.append({
+            "id": finding, "severity": severity, "hop": entry.get("hop"), "origin": _origin(entry), "server": entry.get("server"),
+            "transport": entry.get("transport"), "classification": classification, "detail": detail + ".",
+            "next_hop": result.get("next_hop"),
+            "evidence": {key: result.get(key) for key in ("sent", "answered", "lost", "loss_ratio", "rcodes", "timeouts", "errors", "latency_ms")},
+        })
+    rank = {"critical": 0, "error": 1, "warning": 2}
+    verdicts.sort(key=lambda v: (rank[v["severity"]], v["id"], str(v["hop"]), str(v["server"]), str(v["transport"])))
+    return verdicts
