@@ -20,7 +20,7 @@ description:
     and the query is classified V(unreachable) instead of waiting for a timeout.
   - With O(parallel_a_aaaa=true), each name is sent as an A and an AAAA query back to back from the same socket, so with the
     same source port, as the glibc and musl stub resolvers do. Through a DNAT (a kube-dns ClusterIP) this is the traffic that hits
-    the conntrack insert race (seed 000: 5 s lookups).
+    the conntrack insert race (seed 000, 5 s lookups).
   - TCP queries are sent one after the other over one connection per server, reconnecting after an error.
   - The run is bounded in count (O(count)) and in time (O(max_seconds)); the time is shared between the servers and transports.
   - It only reads (it sends queries), so it runs the same in check mode.
@@ -33,7 +33,7 @@ notes:
   - Reply headers are read directly (id, rcode, TC bit); dnspython parses the first reply of each name and type for
     RV(results[].answers). This keeps the UDP path fast enough to compare with C(dnsperf) (see C(docs/benchmarks.md)).
   - Servers are IP addresses on purpose; the probe must not depend on the DNS it tests.
-  - With O(netns), the module process switches its own network namespace (C(setns)) before it opens any socket: it is single
+  - With O(netns), the module process switches its own network namespace (C(setns)) before it opens any socket; it is single
     threaded and ends after the probe, so nothing else is affected.
 extends_documentation_fragment:
   - clusterdns.doctor._attributes
