@@ -64,7 +64,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:0;color:#1b1b1b;background:#f6f7f9}
 main{max-width:1240px;margin:0 auto;padding:24px}
 h1{margin:0 0 4px;font-size:26px}h2{margin:32px 0 12px;font-size:20px;border-bottom:2px solid #d8dce2;padding-bottom:4px}
-h3{margin:0 0 6px;font-size:17px}.meta{color:#4a5360;margin:0 0 16px}
+h3{margin:0 0 6px;font-size:17px}h3.severity-group{margin:20px 0 6px;font-size:18px}.meta{color:#4a5360;margin:0 0 16px}
 .counts{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
 .count{padding:8px 14px;border-radius:6px;font-weight:600;min-width:90px;text-align:center}
 .verdict{padding:10px 14px;border-radius:6px;font-weight:600;margin:8px 0}
@@ -193,6 +193,8 @@ def path_diagram(report):
 
 
 def _value_html(value):
+    if isinstance(value, list) and value and not any(isinstance(item, (dict, list)) for item in value):
+        return ", ".join("<code>%s</code>" % _e(item) for item in value)
     if isinstance(value, (dict, list)):
         if not value:
             return "<code>%s</code>" % _e(json.dumps(value))
@@ -388,7 +390,7 @@ def render_html(report):
     for severity in SEVERITY_ORDER:
         group = [f for f in report["findings"] if f["severity"] == severity]
         if group:
-            out.append('<h2 class="severity-group" data-severity="%s">%s (%d)</h2>' % (severity, _e(severity.capitalize()), len(group)))
+            out.append('<h3 class="severity-group" data-severity="%s">%s (%d)</h3>' % (severity, _e(severity.capitalize()), len(group)))
             out.extend(finding_html(f) for f in group)
     out.append("</section>")
     skipped = [c for c in report["checks"] if c["status"] == "skip"]
