@@ -81,8 +81,10 @@ options:
     default: 2.0
   max_seconds:
     description:
-      - Hard bound in seconds for the whole run. Servers and transports that did not get their turn report V(not_run);
-        queries still outstanding at the bound count as timeouts.
+      - Hard bound in seconds for the whole run, shared equally between the servers and transports. Servers and transports that
+        did not get their turn report V(not_run).
+      - UDP sending stops O(timeout) (at most half the share) before the end of each share, so that the last queries can be
+        answered; queries still outstanding at the bound count as timeouts.
     type: float
     default: 60
   qtype:
@@ -353,6 +355,9 @@ def probe_udp(stats, groups, params, deadline):
         order = collections.deque()  # (sent at, id), in send order, for expiry
         next_id = int.from_bytes(os.urandom(2), "big")
         start = time.monotonic()
+        # Stop sending early enough for the last queries to be answered (or time out) before the
+        # bound, so that "lost" means "not answered within timeout", as in dnsperf.
+        last_send = deadline - min(timeout, (deadline - start) / 2)
         index = 0
 
         def refused(kind):
@@ -368,6 +373,8 @@ def probe_udp(stats, groups, params, deadline):
             now = time.monotonic()
             if now >= deadline:
                 break
+            if now >= last_send:
+                index = total  # no more sending; wait for the outstanding replies
             while index < total and len(in_flight) + size <= window and (not rate or stats.sent < (now - start) * rate + 1):
                 for query in groups[index % len(groups)]:
                     while next_id in in_flight:

@@ -81,7 +81,8 @@ def test_max_seconds_bounds_the_run_and_counts_the_outstanding_as_timeouts(tmp_p
     assert rc == 0 and time.monotonic() - started < 10
     (item,) = result["results"]
     assert item["classification"] == "timeout" and item["planned"] == 1000
-    assert 30 <= item["sent"] <= 60 and item["timeouts"] == item["sent"] == item["lost"]
+    # sending stops half-way (timeout > half the bound) so that the last queries get their chance
+    assert 15 <= item["sent"] <= 35 and item["timeouts"] == item["sent"] == item["lost"]
 
 
 @pytest.fixture
