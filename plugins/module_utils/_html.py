@@ -194,7 +194,9 @@ def path_diagram(report):
 
 def _value_html(value):
     if isinstance(value, list) and value and not any(isinstance(item, (dict, list)) for item in value):
-        return ", ".join("<code>%s</code>" % _e(item) for item in value)
+        if sum(len(str(item)) for item in value) <= 100:
+            return ", ".join("<code>%s</code>" % _e(item) for item in value)
+        return "<pre><code>%s</code></pre>" % "\n".join(_e(item) for item in value)
     if isinstance(value, (dict, list)):
         if not value:
             return "<code>%s</code>" % _e(json.dumps(value))
