@@ -143,6 +143,16 @@ class TargetStats:
         if truncated:
             self.truncated += 1
 
+    def add_replies(self, rcodes, latencies, truncated):
+        """Bulk form of answer(): ``rcodes[code]`` replies per rcode, their latencies, the truncated count."""
+        for code, number in enumerate(rcodes):
+            if number:
+                name = RCODES.get(code, "RCODE%d" % code)
+                self.rcodes[name] = self.rcodes.get(name, 0) + number
+                self.answered += number
+        self.latencies.extend(latencies)
+        self.truncated += truncated
+
     def error(self, kind):
         self.errors[kind] = self.errors.get(kind, 0) + 1
 

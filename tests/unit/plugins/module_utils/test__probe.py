@@ -144,3 +144,15 @@ def test_every_class_has_advice():
     for name in _probe.CLASSES:
         assert isinstance(_probe.next_hop(name), str)
         assert name == "ok" or _probe.next_hop(name)
+
+
+def test_bulk_replies_count_like_single_ones():
+    one, bulk = _probe.TargetStats("10.96.0.10", 53, "udp"), _probe.TargetStats("10.96.0.10", 53, "udp")
+    for rcode, latency in ((0, 0.002), (0, 0.001), (3, 0.004), (14, 0.003)):
+        one.answer(rcode, latency, truncated=rcode == 3)
+    rcodes = [0] * 16
+    rcodes[0], rcodes[3], rcodes[14] = 2, 1, 1
+    bulk.add_replies(rcodes, [0.002, 0.001, 0.004, 0.003], 1)
+    one.sent = bulk.sent = 5
+    assert one.summary() == bulk.summary()
+    assert bulk.summary()["rcodes"] == {"NOERROR": 2, "NXDOMAIN": 1, "RCODE14": 1} and bulk.summary()["classification"] == "nxdomain"
