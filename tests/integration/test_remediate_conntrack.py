@@ -148,7 +148,8 @@ def test_remediate_raises_the_full_table_persists_it_and_ct001_goes_away(tmp_pat
     assert proc.returncode == 0, proc.stdout[-4000:]
     result = report["remediation"]["localhost"]["clusterdns_remediate_result_conntrack"]
     assert result["changed"] is False and result["actions"] == []
-    assert read_int(MAX) == expected
+    # >=: the limit is global, another process may have raised it meanwhile; the role never lowers it.
+    assert read_int(MAX) >= expected
     # Diagnose agrees.
     diag = run_playbook("diagnose.yml", "-e", json.dumps({"clusterdns_report_dir": str(tmp_path / "diag")}))
     assert diag.returncode == 0, diag.stdout[-4000:]
