@@ -283,13 +283,15 @@ def upstream_failures(cluster, ctx):
     logs = cluster.get("logs")
     if not isinstance(logs, dict):
         raise Skip("CoreDNS logs not gathered (pass coredns_log_info's result as cluster.logs)")
-    timeouts = int(logs.get("upstream_errors") or 0)
-    rcodes = logs.get("rcodes") or {}
+    upstream = logs.get("upstream_errors") or 0
+    # coredns_log_info: {"ADDRESS:PORT": {"count", "classes"}}; a plain count is accepted too.
+    timeouts = sum(int((v or {}).get("count") or 0) for v in upstream.values()) if isinstance(upstream, dict) else int(upstream)
+    rcodes = logs.get("by_rcode") or logs.get("rcodes") or {}
     bad = {k: int(v) for k, v in rcodes.items() if k in ("SERVFAIL", "REFUSED") and v}
     if not timeouts and not bad:
         return []
     tickets = list(logs.get("tickets") or [])[:EXAMPLES]
-    return [hit({"upstream_errors": timeouts, "rcodes": bad, "tickets": tickets},
+    return [hit({"upstream_errors": timeouts, "upstreams": upstream if isinstance(upstream, dict) else None, "rcodes": bad, "tickets": tickets},
                 detail="CoreDNS logged %d upstream errors%s" % (timeouts, "".join(", %d %s" % (n, k) for k, n in sorted(bad.items()))))]
 
 

@@ -137,3 +137,14 @@ def test_nld003_by_kube_proxy_mode(mode, status):
     assert check["status"] == status, check
     if hits:
         assert hits[0]["evidence"]["kube_proxy_mode"] == "ipvs" and "10.96.0.10" in hits[0]["detail"]
+
+
+def test_cdns010_from_coredns_log_info_result():
+    facts = lab_facts("healthy")
+    assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "skip"
+    facts["logs"] = {"by_rcode": {"NOERROR": 10, "SERVFAIL": 2}, "tickets": [],
+                     "upstream_errors": {"10.201.0.53:53": {"count": 4, "classes": {"timeout": 4}}}}
+    hits = of(_findings.evaluate({}, cluster=facts), "CDNS010")[1]
+    assert hits[0]["evidence"]["upstream_errors"] == 4 and hits[0]["evidence"]["rcodes"] == {"SERVFAIL": 2}
+    facts["logs"] = {"by_rcode": {"NOERROR": 10}, "upstream_errors": {}}
+    assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "pass"
