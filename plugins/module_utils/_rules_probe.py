@@ -9,7 +9,9 @@
 #
 # Input: the node fact ``clusterdns_probe``, a list of ``{hop, origin, server, transport, result}``
 # where ``result`` is one entry of dns_probe's ``results`` and ``origin`` is ``pod`` or ``node``
-# (where the probe ran; default: ``node`` for hop node-resolver without a pod, ``pod`` otherwise).
+# (where the probe ran). An entry may also be a dns_probe result itself (it has ``hop``, ``server``,
+# ``transport`` and ``netns``): then the origin is ``pod`` when the probe ran in another network
+# namespace, ``node`` otherwise, so ``results | flatten`` of registered probes is a valid fact.
 #
 # ``locate(entries)`` returns one verdict per failing (hop, origin, server, transport): the proposed
 # finding id (PRB001 hop does not answer, PRB002 hop loses part of the queries, PRB003 hop answers
@@ -29,16 +31,23 @@ LOSS_MIN = 0.01  # PRB002: loss ratios below this are noise on a busy node
 
 
 def _origin(entry):
-    return entry.get("origin") or ("node" if entry.get("hop") == "node-resolver" else "pod")
+    return entry.get("origin") or ("pod" if entry.get("netns") else "node")
 
 
-def _check(entries):
+def _normalize(entries):
     if not isinstance(entries, list):
         raise InvalidInput("clusterdns_probe must be a list of {hop, origin, server, transport, result}, got %s" % type(entries).__name__)
-    for position, entry in enumerate(entries):
+    normalized = []
+    for position, item in enumerate(entries):
+        entry = item
+        if isinstance(item, dict) and "result" not in item and "classification" in item:
+            entry = {"hop": item.get("hop"), "netns": item.get("netns"), "server": item.get("server"),
+                     "transport": item.get("transport"), "result": item}
         if not isinstance(entry, dict) or not isinstance(entry.get("result"), dict) or "classification" not in entry["result"]:
             raise InvalidInput("clusterdns_probe[%d] has no result with a classification (register dns_probe and keep one entry of its results)"
                                % position)
+        normalized.append(entry)
+    return normalized
 
 
 def _ok(index, hop, origin, transport=None):
@@ -72,7 +81,7 @@ def _compare(entry, index):
 
 def locate(entries):
     """Verdicts for the failing probe results, most severe first (see the module comment)."""
-    _check(entries)
+    entries = _normalize(entries)
     index = {}
     for entry in entries:
         key = (entry.get("hop"), _origin(entry), entry.get("transport"))

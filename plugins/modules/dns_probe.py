@@ -186,6 +186,10 @@ results:
       description: O(hop).
       type: str
       sample: pod-clusterip
+    netns:
+      description: O(netns), or V(null) when the probe ran in the module's own namespace (the node).
+      type: str
+      sample: /proc/12345/ns/net
     planned:
       description: Queries the run meant to send (O(count) times the names, twice with O(parallel_a_aaaa)).
       type: int
@@ -540,6 +544,7 @@ def run_probe(params, servers):
         answers = engine(stats, groups, params, share) if now < deadline else {}
         summary = stats.summary()
         summary["answers"] = answers
+        summary["netns"] = params["netns"]
         results.append(summary)
     return results
 

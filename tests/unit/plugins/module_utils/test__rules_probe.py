@@ -10,7 +10,7 @@ from ansible_collections.clusterdns.doctor.plugins.module_utils import _probe, _
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput
 
 
-def entry(hop, server, transport, answered, sent=10, timeouts=None, rcode=0, origin=None, unreachable=0):
+def entry(hop, server, transport, answered, sent=10, timeouts=None, rcode=0, origin="pod", unreachable=0):
     stats = _probe.TargetStats(server, 53, transport, hop)
     stats.sent = sent
     for _ in range(answered):
@@ -71,3 +71,11 @@ def test_bad_fact_names_the_entry():
         _rules_probe.locate([entry("pod-clusterip", "10.96.0.10", "udp", 10), {"hop": "pod-endpoint"}])
     with pytest.raises(InvalidInput, match="must be a list"):
         _rules_probe.locate({"hop": "x"})
+
+
+def test_plain_module_results_are_a_valid_fact_with_origin_from_netns():
+    pod = dict(entry("node-resolver", "169.254.25.10", "udp", 0)["result"], netns="/proc/4242/ns/net")
+    node = dict(entry("node-resolver", "169.254.25.10", "udp", 5, sent=5)["result"], netns=None)
+    (verdict,) = _rules_probe.locate([pod, node])
+    assert (verdict["origin"], verdict["server"], verdict["transport"]) == ("pod", "169.254.25.10", "udp")
+    assert "node's own query" in verdict["detail"]
