@@ -39,6 +39,7 @@ RULE_MODULES = (
     "_rules_resolver",
     "_rules_netfilter",
     "_rules_dnsmasq",
+    "_rules_cluster",
 )
 
 DEFAULT_OPTIONS = {
@@ -49,6 +50,8 @@ DEFAULT_OPTIONS = {
     "conntrack_insert_failed_min": 1,
     # NODE001: UDP receive errors below this are noise.
     "udp_errors_min": 1,
+    # CDNS001: restarts of a Ready CoreDNS pod below this are not reported.
+    "coredns_restarts_min": 1,
     # Names of the findings whose rules should not run at all.
     "skip": [],
 }

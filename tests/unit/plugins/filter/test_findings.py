@@ -28,7 +28,7 @@ def test_bad_input_raises_filter_error():
         FILTERS["dns_findings"](["localhost"])
     with pytest.raises(AnsibleFilterError, match="dns_report: dns_report expects the output of dns_findings"):
         FILTERS["dns_report"]([], "2026-11-22T12:00:00Z", "1.0.0", [])
-    with pytest.raises(AnsibleFilterError, match="format 'html' is not one of junit, markdown, summary"):
-        FILTERS["dns_report_render"]({}, "html")
+    with pytest.raises(AnsibleFilterError, match="format 'pdf' is not one of html, junit, markdown, prometheus, summary"):
+        FILTERS["dns_report_render"]({}, "pdf")
     with pytest.raises(AnsibleFilterError, match="not a clusterdns.doctor report"):
         FILTERS["dns_report_render"]({"summary": {}}, "summary")
