@@ -255,17 +255,22 @@ def finding_html(finding):
     return "\n".join(out)
 
 
-def _probe_rows(probes):
-    """Flatten ``probes`` (a list of target summaries, or a mapping host -> list) to (host, summary)."""
+def _probe_rows(probes, host=None):
+    """Flatten ``probes`` to (host, target summary) pairs. Accepted: a list of dns_probe target
+    summaries, a list of dns_probe results (``results`` lists the summaries), or a mapping
+    host -> either of those."""
     rows = []
     if isinstance(probes, dict):
-        for host in sorted(probes):
-            items = probes[host]
-            if isinstance(items, dict):
-                items = items.get("targets") or items.get("results") or []
-            rows.extend((host, item) for item in items if isinstance(item, dict))
+        if isinstance(probes.get("results"), list):
+            return _probe_rows(probes["results"], host)
+        for name in sorted(probes):
+            rows.extend(_probe_rows(probes[name], name))
     elif isinstance(probes, list):
-        rows.extend((item.get("host"), item) for item in probes if isinstance(item, dict))
+        for item in probes:
+            if isinstance(item, dict) and isinstance(item.get("results"), list):
+                rows.extend(_probe_rows(item["results"], item.get("host", host)))
+            elif isinstance(item, dict) and "server" in item:
+                rows.append((item.get("host", host), item))
     return rows
 
 

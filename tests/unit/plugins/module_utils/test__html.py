@@ -169,6 +169,9 @@ def test_probe_charts_only_with_probe_data():
     assert 'id="probe-latency"' in page and 'id="probe-loss"' in page
     assert "10.0 % lost (1 of 10)" in page
     assert "100.0 % lost (10 of 10), timeout" in page
+    # the registered dns_probe results (each with its ``results`` list) give the same charts
+    module_results = dict(REPORT, probes=[{"ok": False, "results": report["probes"]["ct-full-node"]}])
+    assert "100.0 % lost (10 of 10), timeout" in _html.render_html(module_results)
 
 
 def test_before_after_table_for_remediation_runs():
