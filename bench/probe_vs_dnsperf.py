@@ -115,7 +115,7 @@ def probe(netns, workdir, seconds, rate=0, in_flight=100):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--server", choices=["dnsmasq", "coredns"], default="dnsmasq")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
@@ -167,13 +167,14 @@ def main():
 
     ratios = [mine["qps"] / perf["qps"] for perf, mine in rows["throughput"]]
     gaps = [abs(mine["loss"] - perf["loss"]) * 100 for perf, mine in rows["loss"]]
+    perf_qps = statistics.median(pair[0]["qps"] for pair in rows["throughput"])
+    probe_qps = statistics.median(pair[1]["qps"] for pair in rows["throughput"])
+    perf_loss = statistics.median(pair[0]["loss"] for pair in rows["loss"]) * 100
+    probe_loss = statistics.median(pair[1]["loss"] for pair in rows["loss"]) * 100
     print("\nserver %s, %d s per run, %d repeats" % (opts.server, opts.seconds, opts.repeats))
-    print("median QPS: dnsperf %.0f, probe %.0f, ratio probe/dnsperf %.2f"
-          % (statistics.median(p["qps"] for p, _ in rows["throughput"]), statistics.median(m["qps"] for _, m in rows["throughput"]),
-             statistics.median(ratios)))
+    print("median QPS: dnsperf %.0f, probe %.0f, ratio probe/dnsperf %.2f" % (perf_qps, probe_qps, statistics.median(ratios)))
     print("median loss at %d qps with %.1f %% random drop: dnsperf %.3f %%, probe %.3f %%, largest gap %.3f points"
-          % (opts.loss_qps, opts.probability * 100, statistics.median(p["loss"] for p, _ in rows["loss"]) * 100,
-             statistics.median(m["loss"] for _, m in rows["loss"]) * 100, max(gaps)))
+          % (opts.loss_qps, opts.probability * 100, perf_loss, probe_loss, max(gaps)))
     print("commands:\n  %s\n  %s" % (rows["loss"][0][0]["command"], rows["loss"][0][1]["command"]))
     return 0 if max(gaps) <= 1.0 else 1
 

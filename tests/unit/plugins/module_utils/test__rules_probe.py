@@ -13,9 +13,9 @@ from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import I
 def entry(hop, server, transport, answered, sent=10, timeouts=None, rcode=0, origin="pod", unreachable=0):
     stats = _probe.TargetStats(server, 53, transport, hop)
     stats.sent = sent
-    for _ in range(answered):
+    for _answer in range(answered):
         stats.answer(rcode, 0.001)
-    for _ in range(unreachable):
+    for _error in range(unreachable):
         stats.error("unreachable")
     stats.timeouts = sent - answered - unreachable if timeouts is None else timeouts
     item = {"hop": hop, "server": server, "transport": transport, "result": stats.summary()}
