@@ -15,23 +15,23 @@ SANITY    := $(CACHE)/sanity/ansible_collections/clusterdns/doctor
 PYBIN     := $(CACHE)/pybin
 export PATH := $(BIN):$(PYBIN):$(PATH)
 export ANSIBLE_CONFIG := $(ROOT)/ansible.cfg
-export ANSIBLE_COLLECTIONS_PATH := $(COLL_PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(COLL_PATH):$(CACHE)/extra_collections
 export ANSIBLE_LOCAL_TEMP := $(CACHE)/ansible-local
 export ANSIBLE_HOME := $(CACHE)/ansible-home
 export ANSIBLE_NOCOLOR := 1
 export PY_COLORS := 0
 
 APT_PACKAGES := dnsmasq-base iptables nftables conntrack iproute2 bind9-dnsutils dnsperf bpftrace \
-                shellcheck openssl podman runc catatonit debootstrap rsync procps kmod bpftool iputils-ping
+                shellcheck openssl podman runc catatonit debootstrap rsync procps kmod bpftool iputils-ping chromium
 
-.PHONY: help setup apt venv compat-venv link diagnose test demo lint sanity units integration molecule bench clean
+.PHONY: help setup apt venv compat-venv link awx-collection diagnose test demo lint sanity units integration molecule bench clean
 
 help:
 	@echo "make diagnose   - run playbooks/diagnose.yml against this machine (report in ./clusterdns-report)"
 	@echo "make test       - set up, then lint, sanity, unit, integration and molecule tests"
 	@echo "make setup      - only the set-up (apt packages, .venv, collection link)"
 
-setup: apt venv compat-venv link
+setup: apt venv compat-venv link awx-collection
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -71,6 +71,17 @@ link:
 	 if [ -n "$$ver" ]; then cp tests/utils/get_pip.py $(HOME)/.ansible/test/cache/get_pip_$${ver//./_}.py; fi
 	@for v in $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.* 2>/dev/null); do \
 	   n=$$(basename $$v); ln -sfn $$v/bin/python$${n%.*} $(PYBIN)/python$${n%.*}; done
+
+# awx.awx (for playbooks/awx_setup.yml) left the ansible package in 14; Galaxy is out of reach, so
+# it is taken from the ansible 13.8.0 wheel on PyPI (awx.awx 24.6.1) into .cache/extra_collections.
+AWX_COLLECTION := $(CACHE)/extra_collections/ansible_collections/awx/awx/MANIFEST.json
+awx-collection: $(AWX_COLLECTION)
+$(AWX_COLLECTION): | venv
+	@echo "setup: extracting awx.awx from the ansible 13.8.0 wheel"
+	@$(BIN)/python -m pip download -q --no-deps 'ansible==13.8.0' -d $(CACHE)/dl-awx
+	@$(BIN)/python -c "import zipfile; z = zipfile.ZipFile('$(CACHE)/dl-awx/ansible-13.8.0-py3-none-any.whl'); \
+	  [z.extract(n, '$(CACHE)/extra_collections') for n in z.namelist() if n.startswith('ansible_collections/awx/awx/')]"
+	@rm -rf $(CACHE)/dl-awx
 
 diagnose: setup
 	ansible-playbook playbooks/diagnose.yml $(ARGS)

@@ -278,9 +278,31 @@ def coredns_capacity(cluster, ctx):
     return results
 
 
+def _merge_logs(results):
+    """One coredns_log_info result per CoreDNS pod (diagnose reads each pod's log) as one."""
+    merged = {"upstream_errors": {}, "by_rcode": {}, "tickets": [], "instances": []}
+    for result in results:
+        if not isinstance(result, dict):
+            continue
+        merged["instances"].append(result.get("instance"))
+        upstream = result.get("upstream_errors") or {}
+        if isinstance(upstream, dict):
+            for address, entry in upstream.items():
+                slot = merged["upstream_errors"].setdefault(address, {"count": 0, "classes": {}})
+                slot["count"] += int((entry or {}).get("count") or 0)
+                for name, count in ((entry or {}).get("classes") or {}).items():
+                    slot["classes"][name] = slot["classes"].get(name, 0) + int(count)
+        for rcode, count in (result.get("by_rcode") or result.get("rcodes") or {}).items():
+            merged["by_rcode"][rcode] = merged["by_rcode"].get(rcode, 0) + int(count)
+        merged["tickets"].extend(result.get("tickets") or [])
+    return merged
+
+
 @cluster_rule("CDNS010", needs=("coredns",))
 def upstream_failures(cluster, ctx):
     logs = cluster.get("logs")
+    if isinstance(logs, list):
+        logs = _merge_logs(logs)
     if not isinstance(logs, dict):
         raise Skip("CoreDNS logs not gathered (pass coredns_log_info's result as cluster.logs)")
     upstream = logs.get("upstream_errors") or 0
