@@ -369,7 +369,7 @@ def no_endpoints(cluster, ctx):
         return [hit(evidence, obj=_obj_svc(svc), detail="Service %s/%s (%s) has no ready endpoint%s" % (
             svc.get("namespace"), svc.get("name"), svc.get("cluster_ip"),
             ", %d not ready" % len(eps["not_ready"]) if eps.get("not_ready") else
-            ("; its selector %s matches no CoreDNS pod" % svc.get("selector") if pod_ips else ""))) ]
+            ("; its selector %s matches no CoreDNS pod" % svc.get("selector") if pod_ips else "")))]
     strangers = sorted(set(ready) - set(pod_ips)) if pod_ips else []
     if strangers:
         return [hit(dict(evidence, not_coredns=strangers), obj=_obj_svc(svc), severity="error",

@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import lab, lab_is_up, labctl, skip_unless_root, wait_until
+from conftest import dig, lab, lab_is_up, labctl, skip_unless_root, wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -58,7 +58,9 @@ def diagnose(tmp_path, kubeconfig=None):
     })
     cmd = [str(COLLECTION / ".venv" / "bin" / "ansible-playbook"), str(COLLECTION / "playbooks" / "diagnose.yml"),
            "-e", "clusterdns_kubeconfig=%s" % (kubeconfig or lab.sp("kubeconfig")),
-           "-e", "clusterdns_hosts=clusterdns_no_such_host", "-e", "clusterdns_report_dir=%s" % report]
+           "-e", "clusterdns_hosts=clusterdns_no_such_host", "-e", "clusterdns_report_dir=%s" % report,
+           # only this test's CoreDNS log lines (CDNS010), not those of earlier faults
+           "-e", "clusterdns_log_seconds=90"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     return json.loads((report / "findings.json").read_text())
@@ -80,6 +82,14 @@ def crash_looping(api):
     p = pod(api, "coredns-a")
     cs = (p["status"].get("containerStatuses") or [{}])[0]
     return cs.get("restartCount", 0) >= 1 and (cs.get("lastState") or {}).get("terminated")
+
+
+def upstream_timed_out(api):
+    """A pod asks for an external lab name; CoreDNS forwards it to the (now silent) upstream and logs
+    the i/o timeout. True once CoreDNS has logged it (bounded by the caller's wait)."""
+    dig(lab.pod_ns(1), "www.lab.example", "+time=3", "+tries=1")
+    logs = "".join(pathlib.Path(lab.STATE, "logs", "coredns-%s.log" % s).read_text(errors="replace")[-20000:] for s in ("a", "b"))
+    return "i/o timeout" in logs or "read udp" in logs
 
 
 def not_ready(api):
@@ -122,6 +132,8 @@ MATRIX = [
     ("rbac-endpointslices", (), "CDNS005", lambda hits: "list endpointslices.discovery.k8s.io" in hits[0]["evidence"]["missing"]
      and "watch endpointslices.discovery.k8s.io" in hits[0]["evidence"]["missing"], None),
     ("statefulset-servicename", (), "WL003", lambda hits: any(f["evidence"]["name"] == "web" and f["evidence"]["service_name"] == "web" for f in hits), None),
+    ("upstream-timeout", (), "CDNS010", lambda hits: hits[0]["evidence"]["upstream_errors"] >= 1 and hits[0]["evidence"]["tickets"]
+     and hits[0]["evidence"]["tickets"][0]["domain"].rstrip(".") == "www.lab.example", upstream_timed_out),
     ("tolerate-unready-annotation", (), "CDNS004", lambda hits: any(
         e.get("name") == "legacy-db" for e in hits[0]["evidence"]["examples"]), None),
 ]

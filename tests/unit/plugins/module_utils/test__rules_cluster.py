@@ -215,6 +215,7 @@ def test_wl001_hostnet_pod_with_cluster_first():
     assert check["status"] == "fail" and hits[0]["severity"] == "warning"
     assert hits[0]["evidence"]["examples"] == [{"namespace": "default", "name": "hostnet", "owner": None, "dns_policy": "ClusterFirst"}]
     # the same pod in kube-system (system agents usually need no cluster names) is info
+
     def to_system(world):
         world.find("Pod", "hostnet")["metadata"]["namespace"] = "kube-system"
     assert run(cluster(UPSTREAM, HOSTNET, edit=to_system), "WL001")[1][0]["severity"] == "info"
