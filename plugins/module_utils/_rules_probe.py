@@ -65,7 +65,8 @@ def _compare(entry, index):
     if hop == "pod-clusterip":
         if _ok(index, "pod-endpoint", origin, transport):
             clause.append("the pod reaches a CoreDNS endpoint directly, so the fault is in the ClusterIP path on this node: "
-                          "kube-proxy rules or conntrack (IPT001, IPVS002, CT001, CT002)")
+                          "kube-proxy rules or conntrack (IPT001, IPVS002, CT001, CT002), or a NodeLocal DNSCache that holds "
+                          "the ClusterIP without answering (NLD001)")
         elif any(h == "pod-endpoint" for (h, _o, _t) in index):
             clause.append("CoreDNS endpoints fail from the pod too, so look at CoreDNS and the path to it (CDNS001, SVC002, IPT002, SG001)")
     elif hop == "node-resolver" and origin == "pod" and _ok(index, "node-resolver", "node", transport):
