@@ -136,9 +136,15 @@ def ipvs_old_kernel(host, facts, ctx):
         raise Skip("clusterdns_kernel.version is not [major, minor, patch]: %r" % (version,))
     if tuple(version[:2]) >= IPVS_FIXED_KERNEL:
         return []
-    return [hit({"kube_proxy_mode": mode, "mode_seen_in": seen_in, "kernel_version": list(version),
-                 "fixed_in": list(IPVS_FIXED_KERNEL)},
-                detail="kube-proxy runs in IPVS mode on kernel %s, older than 5.9" % ".".join(str(v) for v in version))]
+    sysctls = _dig(facts, "clusterdns_ipvs", "sysctls") or {}
+    evidence = {"kube_proxy_mode": mode, "mode_seen_in": seen_in, "kernel_version": list(version), "fixed_in": list(IPVS_FIXED_KERNEL),
+                "sysctls": {k: sysctls.get(k) for k in ("conn_reuse_mode", "expire_nodest_conn", "expire_quiescent_template")}}
+    release = ".".join(str(v) for v in version)
+    if sysctls.get("conn_reuse_mode") == 0 and sysctls.get("expire_nodest_conn") == 1:
+        # The documented workaround (the ipvs role) is in place: reported, no longer a warning.
+        return [hit(evidence, severity="info",
+                    detail="kube-proxy runs in IPVS mode on kernel %s, older than 5.9; mitigated by conn_reuse_mode=0 and expire_nodest_conn=1" % release)]
+    return [hit(evidence, detail="kube-proxy runs in IPVS mode on kernel %s, older than 5.9" % release)]
 
 
 @node_rule("IPVS002", needs=("clusterdns_ipvs",))

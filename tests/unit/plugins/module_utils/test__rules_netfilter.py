@@ -114,6 +114,17 @@ def test_ipvs001_kernel_versions(version, status):
     if status == "fail":
         assert findings[0]["evidence"]["kernel_version"] == version
         assert findings[0]["evidence"]["mode_seen_in"] == "IPVS virtual services"
+        assert findings[0]["severity"] == "error"
+
+
+def test_ipvs001_old_kernel_with_the_ipvs_role_sysctls_is_info():
+    ipvs = ipvs_facts("github-opsnull-251-ln.txt")
+    ipvs["sysctls"] = {"conn_reuse_mode": 0, "expire_nodest_conn": 1, "expire_quiescent_template": 1}
+    check, findings = run({"clusterdns_ipvs": ipvs, "clusterdns_kernel": {"version": [4, 19, 0]}}, "IPVS001")
+    assert [f["severity"] for f in findings] == ["info"] and "mitigated" in findings[0]["detail"]
+    ipvs["sysctls"] = {"conn_reuse_mode": 1, "expire_nodest_conn": 0, "expire_quiescent_template": 0}
+    check, findings = run({"clusterdns_ipvs": ipvs, "clusterdns_kernel": {"version": [4, 19, 0]}}, "IPVS001")
+    assert [f["severity"] for f in findings] == ["error"]
 
 
 def test_ipvs001_iptables_mode_on_old_kernel_passes():
