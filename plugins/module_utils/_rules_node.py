@@ -42,6 +42,11 @@ def conntrack_table_full(host, facts, ctx):
     if ratio >= ctx.option("conntrack_usage_error"):
         return [hit(evidence, severity="error",
                     detail="conntrack table %d/%d (%.0f %%) on %s: new DNS flows are dropped once it is full" % (ct["count"], ct["max"], ratio * 100, host))]
+    if events and log.get("before_remediation"):
+        evidence["log_last_age_seconds"] = log.get("last_age_seconds")
+        return [hit(evidence, severity="info",
+                    detail="the kernel logged 'table full, dropping packet' %d time(s) on %s before the limit was raised (last %s s ago); "
+                    "table now %s/%s" % (events, host, log.get("last_age_seconds"), ct.get("count"), ct.get("max")))]
     if events:
         return [hit(evidence, severity="error",
                     detail="the kernel logged 'nf_conntrack: table full, dropping packet' %d time(s) on %s (last %s); table now %s/%s"

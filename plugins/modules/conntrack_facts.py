@@ -47,6 +47,14 @@ options:
         C(table full, dropping packet) messages.
     type: bool
     default: true
+  remediation_file:
+    description:
+      - The sysctl drop-in the C(clusterdns.doctor.conntrack) role writes when it raises the limit. On a
+        live node, C(table full) messages logged before that file was last written are marked as
+        history (C(before_remediation)), so that CT001 does not keep reporting a table that has
+        since been enlarged.
+    type: path
+    default: /etc/sysctl.d/90-clusterdns-conntrack.conf
 seealso:
   - module: clusterdns.doctor.kernel_facts
   - name: Netfilter conntrack sysctls (kernel documentation)
@@ -151,9 +159,12 @@ ansible_facts:
           type: dict
           returned: when available
           sample: {"available": true, "reason": null, "table_full_events": 2, "first": "38775494.392631",
-                   "last": "38775494.393661", "sample": ["[38775494.392631] nf_conntrack: table full, dropping packet"]}
+                   "last": "38775494.393661", "sample": ["[38775494.392631] nf_conntrack: table full, dropping packet"],
+                   "last_age_seconds": 5400.2, "before_remediation": false}
 """
 
+import os
+import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -181,14 +192,26 @@ def _stats(source):
     return None, None
 
 
-def _kernel_log(source):
+def _kernel_log(source, remediation_file):
     log = source.command("dmesg", ["dmesg"])
     if not log["available"]:
-        return {"available": False, "reason": log["reason"], "table_full_events": None, "first": None, "last": None, "sample": []}
-    return dict(table_full_events(log["content"]), available=True, reason=None)
+        return {"available": False, "reason": log["reason"], "table_full_events": None, "first": None, "last": None, "sample": [],
+                "last_age_seconds": None, "before_remediation": False}
+    found = dict(table_full_events(log["content"]), available=True, reason=None, last_age_seconds=None, before_remediation=False)
+    if source.live and found["last"] and re.match(r"^\d+\.\d+$", found["last"]):
+        uptime = source.read("/proc/uptime")
+        if uptime["available"]:
+            age = float(uptime["content"].split()[0]) - float(found["last"])
+            found["last_age_seconds"] = round(age, 1)
+            try:
+                written = time.time() - os.stat(source.path(remediation_file)).st_mtime
+            except OSError:
+                written = None
+            found["before_remediation"] = written is not None and written < age
+    return found
 
 
-def gather(source, interval=0.0, kernel_log=True):
+def gather(source, interval=0.0, kernel_log=True, remediation_file="/etc/sysctl.d/90-clusterdns-conntrack.conf"):
     maximum = _int(source, "nf_conntrack_max")
     if maximum is None:
         read = source.read(SYSCTL_DIR + "nf_conntrack_max")
@@ -216,8 +239,9 @@ def gather(source, interval=0.0, kernel_log=True):
         "stats_source": stats_source,
         "stats_delta": stats_delta,
         "interval": interval,
-        "kernel_log": _kernel_log(source) if kernel_log else {"available": False, "reason": "not requested (kernel_log=false)",
-                                                              "table_full_events": None, "first": None, "last": None, "sample": []},
+        "kernel_log": _kernel_log(source, remediation_file) if kernel_log else {
+            "available": False, "reason": "not requested (kernel_log=false)", "table_full_events": None, "first": None, "last": None,
+            "sample": [], "last_age_seconds": None, "before_remediation": False},
     }
 
 
@@ -227,6 +251,7 @@ def main():
             "root": {"type": "path", "default": "/"},
             "interval": {"type": "float", "default": 0},
             "kernel_log": {"type": "bool", "default": True},
+            "remediation_file": {"type": "path", "default": "/etc/sysctl.d/90-clusterdns-conntrack.conf"},
         },
         supports_check_mode=True,
     )
@@ -234,7 +259,7 @@ def main():
         module.fail_json(msg="interval must be between 0 and 300 seconds, got %s" % module.params["interval"])
     source = Source(module, module.params["root"])
     try:
-        facts = gather(source, module.params["interval"], module.params["kernel_log"])
+        facts = gather(source, module.params["interval"], module.params["kernel_log"], module.params["remediation_file"])
     except ParseError as exc:
         module.fail_json(msg="cannot parse conntrack facts: %s" % exc, **exc.as_dict())
     module.exit_json(changed=False, ansible_facts={"clusterdns_conntrack": facts})

@@ -147,3 +147,10 @@ def test_node001_uses_the_increase_when_sampled():
 
 def test_node001_clean_counters_pass():
     assert run({"clusterdns_kernel": kernel("6.18.44-fc-v1045")}, "NODE001")[0]["status"] == "pass"
+
+
+def test_ct001_table_full_before_the_limit_was_raised_is_history():
+    ct = conntrack(1034, dmesg="dmesg-kubernetes-18604.txt")
+    ct["kernel_log"].update(before_remediation=True, last_age_seconds=420.0)
+    check, findings = run({"clusterdns_conntrack": ct}, "CT001")
+    assert [f["severity"] for f in findings] == ["info"] and "before the limit was raised" in findings[0]["detail"]
