@@ -52,6 +52,10 @@ DEFAULT_OPTIONS = {
     "udp_errors_min": 1,
     # CDNS001: restarts of a Ready CoreDNS pod below this are not reported.
     "coredns_restarts_min": 1,
+    # CDNS010: SERVFAIL/REFUSED answers count from this many and this share of all answers on
+    # (upstream i/o timeouts always count).
+    "cdns010_failures_min": 10,
+    "cdns010_failure_ratio": 0.01,
     # Names of the findings whose rules should not run at all.
     "skip": [],
 }

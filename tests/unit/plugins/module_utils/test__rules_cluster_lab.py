@@ -142,9 +142,17 @@ def test_nld003_by_kube_proxy_mode(mode, status):
 def test_cdns010_from_coredns_log_info_result():
     facts = lab_facts("healthy")
     assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "skip"
-    facts["logs"] = {"by_rcode": {"NOERROR": 10, "SERVFAIL": 2}, "tickets": [],
+    facts["logs"] = {"by_rcode": {"NOERROR": 10, "SERVFAIL": 12}, "tickets": [],
                      "upstream_errors": {"10.201.0.53:53": {"count": 4, "classes": {"timeout": 4}}}}
     hits = of(_findings.evaluate({}, cluster=facts), "CDNS010")[1]
-    assert hits[0]["evidence"]["upstream_errors"] == 4 and hits[0]["evidence"]["rcodes"] == {"SERVFAIL": 2}
+    assert hits[0]["evidence"]["upstream_errors"] == 4 and hits[0]["evidence"]["rcodes"] == {"SERVFAIL": 12}
+    # two REFUSED among many answers and no upstream error: noise (seen on a healthy lab)
+    facts["logs"] = {"by_rcode": {"NOERROR": 400, "REFUSED": 2}, "upstream_errors": {}}
+    assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "pass"
+    # per-pod results (diagnose reads each CoreDNS pod's log) are merged
+    facts["logs"] = [{"by_rcode": {"NOERROR": 5}, "upstream_errors": {"10.201.0.53:53": {"count": 1, "classes": {"timeout": 1}}}},
+                     {"by_rcode": {"NOERROR": 5}, "upstream_errors": {"10.201.0.53:53": {"count": 2, "classes": {"timeout": 2}}}}]
+    hits = of(_findings.evaluate({}, cluster=facts), "CDNS010")[1]
+    assert hits[0]["evidence"]["upstream_errors"] == 3
     facts["logs"] = {"by_rcode": {"NOERROR": 10}, "upstream_errors": {}}
     assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "pass"
