@@ -7,34 +7,18 @@ fail with the option named. Against a real API server they run in tests/lab/test
 from __future__ import annotations
 
 import json
-import os
-import pathlib
 import socket
-import subprocess
-import sys
 
 import pytest
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _cluster
+from ansible_collections.clusterdns.doctor.tests.unit.plugins.modules.utils import run_collection_module
 
 PREFIX = "ansible_collections.clusterdns.doctor.plugins.modules."
 
 
-def _collections_root():
-    for parent in pathlib.Path(_cluster.__file__).parents:
-        if parent.name == "ansible_collections":
-            return parent.parent
-    return pathlib.Path.cwd()
-
 
 def run_module(tmp_path, name, args):
-    argsfile = tmp_path / "args.json"
-    argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    environ = dict(os.environ, PYTHONPATH=os.pathsep.join([str(_collections_root())] + sys.path))
-    proc = subprocess.run([sys.executable, "-m", PREFIX + name, str(argsfile)], env=environ, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.stdout, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
-
+    return run_collection_module(name, tmp_path, args)[:2]
 
 @pytest.fixture
 def closed_port():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -22,32 +21,16 @@ import time
 import pytest
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _droptrace
+from ansible_collections.clusterdns.doctor.tests.unit.plugins.modules.utils import collections_root, run_collection_module
 
 MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.dns_drop_trace"
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="the module only gets past its root check as root")
 
 
-def _collections_root():
-    # parents[4] of .../ansible_collections/clusterdns/doctor/plugins/module_utils/_droptrace.py is
-    # the ansible_collections directory's parent when the checkout is not a symlink; fall back to cwd.
-    here = pathlib.Path(_droptrace.__file__)
-    for parent in here.parents:
-        if parent.name == "ansible_collections":
-            return parent.parent
-    return pathlib.Path.cwd()
-
 
 def run_module(tmp_path, args, env=None, timeout=120):
-    argsfile = tmp_path / "args.json"
-    argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    environ = dict(os.environ)
-    environ["PYTHONPATH"] = str(_collections_root())
-    environ.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", MODULE, str(argsfile)], env=environ, capture_output=True, text=True,
-                          timeout=timeout, check=False)
-    return proc.returncode, json.loads(proc.stdout), proc.stderr
-
+    return run_collection_module(MODULE, tmp_path, args, env=env, timeout=timeout)
 
 @pytest.mark.parametrize(("args", "message"), [
     ({"seconds": 0}, "option seconds must be from 1 to 300, got 0"),
@@ -129,7 +112,7 @@ def test_signal_to_the_module_kills_a_tracer_that_ignores_sigint(tmp_path, sig):
     env = _fake_bpftrace(tmp_path, body=body)
     argsfile = tmp_path / "args.json"
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"seconds": 300}}))
-    environ = dict(os.environ, PYTHONPATH=str(_collections_root()), **env)
+    environ = dict(os.environ, PYTHONPATH=str(collections_root()), **env)
     module = subprocess.Popen([sys.executable, "-m", MODULE, str(argsfile)], env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -160,7 +143,7 @@ def test_sigkill_to_the_module_still_takes_the_tracer_down(tmp_path):
     env = _fake_bpftrace(tmp_path, body=body)
     argsfile = tmp_path / "args.json"
     argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"seconds": 300, "unmount_tracefs": True}}))
-    environ = dict(os.environ, PYTHONPATH=str(_collections_root()), **env)
+    environ = dict(os.environ, PYTHONPATH=str(collections_root()), **env)
     module = subprocess.Popen([sys.executable, "-m", MODULE, str(argsfile)], env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

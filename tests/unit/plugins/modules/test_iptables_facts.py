@@ -5,35 +5,21 @@ module_utils/fixtures/iptables (see SOURCES.md there), and live on this machine.
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _iptables
+from ansible_collections.clusterdns.doctor.tests.unit.plugins.modules.utils import run_collection_module
 
 MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.iptables_facts"
 FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures" / "iptables"
 
 
-def _collections_root():
-    for parent in pathlib.Path(_iptables.__file__).parents:
-        if parent.name == "ansible_collections":
-            return parent.parent
-    return pathlib.Path.cwd()
-
 
 def run_module(tmp_path, args):
-    argsfile = tmp_path / "args.json"
-    argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    environ = dict(os.environ, PYTHONPATH=str(_collections_root()))
-    proc = subprocess.run([sys.executable, "-m", MODULE, str(argsfile)], env=environ, capture_output=True, text=True, timeout=120, check=False)
-    return proc.returncode, json.loads(proc.stdout)
-
+    return run_collection_module(MODULE, tmp_path, args)[:2]
 
 def bundle(tmp_path, files):
     root = tmp_path / "bundle"

@@ -5,37 +5,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
 import subprocess
-import sys
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _resolver
+from ansible_collections.clusterdns.doctor.tests.unit.plugins.modules.utils import run_collection_module
 
 MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.resolver_facts"
 FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures"
 RESOLVER = FIXTURES / "resolver"
 
 
-def _collections_root():
-    for parent in pathlib.Path(_resolver.__file__).parents:
-        if parent.name == "ansible_collections":
-            return parent.parent
-    return pathlib.Path.cwd()
-
 
 def run_module(tmp_path, args, check_mode=False):
-    argsfile = tmp_path / "args.json"
-    module_args = dict(args)
-    if check_mode:
-        module_args["_ansible_check_mode"] = True
-    argsfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": module_args}))
-    environ = dict(os.environ, PYTHONPATH=str(_collections_root()))
-    proc = subprocess.run([sys.executable, "-m", MODULE, str(argsfile)], env=environ, capture_output=True, text=True, timeout=120, check=False)
-    return proc.returncode, json.loads(proc.stdout)
-
+    return run_collection_module(MODULE, tmp_path, args, check_mode=check_mode)[:2]
 
 def make_bundle(tmp_path, files, links=None):
     root = tmp_path / "bundle"
