@@ -137,6 +137,22 @@ CATALOG = {
         "UDP receive buffer errors (RcvbufErrors, InErrors) mean the kernel discarded datagrams, DNS answers "
         "among them, before any application read them.",
         [], [], [SEED_ACK, SEED_KUBECON, "https://docs.kernel.org/networking/snmp_counter.html"]),
+    "PRB001": _entry(
+        "critical", "node", "A DNS hop does not answer",
+        "The probe sent real queries along the path (node resolver, pod to the kube-dns ClusterIP, pod to a CoreDNS "
+        "endpoint, CoreDNS to its upstream) and got no reply at all from this hop: a firewall, an interface filter "
+        "(seed 003), a dead server or a black-holed NodeLocal address. Comparing the hops says which one.",
+        ["firewall", "dnsmasq", "coredns", "nodelocaldns"], [], [SEED_GUIDE, SEED_CILIUM, SEED_ACK]),
+    "PRB002": _entry(
+        "warning", "node", "A DNS hop loses part of the queries",
+        "At least 1 % of the queries to this hop went unanswered (5 % or more is an error): conntrack races or a full "
+        "table, receive-buffer drops, or an overloaded server. Clients see 5 s stalls.",
+        ["nodelocaldns", "resolver", "conntrack"], [], [K56903, WEAVE_RACE, SEED_CILIUM]),
+    "PRB003": _entry(
+        "error", "node", "A DNS hop answers SERVFAIL or REFUSED",
+        "The hop answers, but with SERVFAIL or REFUSED: the upstream is failing or refusing, or the server is not "
+        "configured for the zone.",
+        ["coredns"], [], [SEED_ACK]),
     "CDNS001": _entry(
         "critical", "cluster", "CoreDNS pods not ready or crash-looping",
         "Pods that are not Ready are removed from the kube-dns endpoints; crash loops (loop detected, Corefile "

@@ -40,6 +40,7 @@ RULE_MODULES = (
     "_rules_netfilter",
     "_rules_dnsmasq",
     "_rules_cluster",
+    "_rules_probe",
 )
 
 DEFAULT_OPTIONS = {

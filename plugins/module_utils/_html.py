@@ -46,6 +46,14 @@ HOPS_BY_PREFIX = {
     "SVC": ("clusterip", "coredns"),
     "CDNS": ("coredns",),
     "NLD": ("nodelocal",),
+    "PRB": ("clusterip",),
+}
+# dns_probe findings (PRB*) mark the hop their evidence names.
+HOPS_BY_PROBE_HOP = {
+    "pod-clusterip": ("clusterip",),
+    "pod-endpoint": ("coredns",),
+    "coredns-upstream": ("upstream",),
+    "node-resolver": ("resolver",),
 }
 
 SEVERITY_ORDER = ("critical", "error", "warning", "info")
@@ -90,8 +98,11 @@ def _e(value):
     return escape("" if value is None else str(value), quote=True)
 
 
-def hops_of(finding_id):
-    """The path hops a finding id marks ("other" when it maps to none)."""
+def hops_of(finding_id, evidence=None):
+    """The path hops a finding id marks ("other" when it maps to none); a probe finding marks the
+    hop of its evidence."""
+    if finding_id.startswith("PRB") and isinstance(evidence, dict) and evidence.get("hop") in HOPS_BY_PROBE_HOP:
+        return HOPS_BY_PROBE_HOP[evidence["hop"]]
     if finding_id in HOPS_BY_ID:
         return HOPS_BY_ID[finding_id]
     prefix = finding_id.rstrip("0123456789")
@@ -115,7 +126,7 @@ def hop_states(report):
                 if hop in states and states[hop]["state"] == "unchecked":
                     states[hop]["state"] = "ok"
     for finding in report.get("findings", []):
-        for hop in hops_of(finding["id"]):
+        for hop in hops_of(finding["id"], finding.get("evidence")):
             if hop not in states:
                 continue
             state = states[hop]
@@ -227,7 +238,7 @@ def finding_html(finding):
     severity = finding["severity"]
     classes = "finding %s%s" % (severity, " waived" if _waived(finding) else "")
     anchor = "finding-%s-%s" % (finding["id"], finding.get("host") or "cluster")
-    hops = ", ".join(HOP_TITLES.get(hop, "not on the path diagram") for hop in hops_of(finding["id"]))
+    hops = ", ".join(HOP_TITLES.get(hop, "not on the path diagram") for hop in hops_of(finding["id"], finding.get("evidence")))
     out = [
         '<article class="%s" id="%s" data-finding="%s">' % (_e(classes), _e(anchor), _e(finding["id"])),
         "<h3>%s%s %s</h3>" % (_badge(severity), _e(finding["id"]), _e(finding.get("title"))),

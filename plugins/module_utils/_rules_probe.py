@@ -18,12 +18,16 @@
 # with SERVFAIL/REFUSED), a severity, the evidence, and a ``detail`` that compares it with the other
 # hops (ClusterIP fails while a CoreDNS endpoint answers -> kube-proxy/conntrack on this node; the
 # node's resolver answers the node but not the pod -> interface filtering as in seed 003; UDP fails
-# while TCP answers -> a UDP-only rule). The ids have no catalog entries yet, so no @node_rule is
-# registered here; see the report of issue 6 for the proposed entries and the wrapper rules.
+# while TCP answers -> a UDP-only rule). The node rules PRB001-PRB003 below turn the verdicts of a
+# node's ``clusterdns_probe`` fact (diagnose.yml's dns_probe results) into findings; with a kernel
+# drop trace (``clusterdns_drop_trace``) PRB001 also says whether the kernel dropped the queries or
+# they reached the server's socket and the application discarded them (seed 003).
 
 from __future__ import annotations
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils._droptrace import drop_evidence, kernel_verdict
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput
+from ansible_collections.clusterdns.doctor.plugins.module_utils._findings import Skip, hit, node_rule
 
 DOWN = ("timeout", "unreachable", "error")
 RCODE_FAIL = ("servfail", "refused")
@@ -115,3 +119,45 @@ def locate(entries):
     rank = {"critical": 0, "error": 1, "warning": 2}
     verdicts.sort(key=lambda v: (rank[v["severity"]], v["id"], str(v["hop"]), str(v["server"]), str(v["transport"])))
     return verdicts
+
+
+def _verdicts(facts, finding_id):
+    probes = facts.get("clusterdns_probe")
+    if not probes:
+        raise Skip("no probe results (diagnose probes live nodes only)")
+    return [v for v in locate(probes) if v["id"] == finding_id]
+
+
+def _hits(facts, finding_id):
+    results = []
+    trace = facts.get("clusterdns_drop_trace")
+    for verdict in _verdicts(facts, finding_id):
+        evidence = dict(verdict["evidence"], hop=verdict["hop"], origin=verdict["origin"], server=verdict["server"],
+                        transport=verdict["transport"], classification=verdict["classification"], next_hop=verdict["next_hop"])
+        detail = verdict["detail"]
+        if finding_id == "PRB001" and trace:
+            kernel = drop_evidence(trace)
+            if kernel:
+                evidence["kernel_drops"] = kernel
+                detail += " " + kernel["text"] + "."
+            elif kernel_verdict(trace) == "not_dropped":
+                evidence["kernel_drops"] = None
+                detail += (" The kernel dropped no DNS packet during the trace: the queries reached the server's socket"
+                           " and the server discarded them (interface filtering, as in seed 003).")
+        results.append(hit(evidence, detail=detail, severity=verdict["severity"]))
+    return results
+
+
+@node_rule("PRB001")
+def probe_hop_silent(host, facts, ctx):
+    return _hits(facts, "PRB001")
+
+
+@node_rule("PRB002")
+def probe_hop_losing(host, facts, ctx):
+    return _hits(facts, "PRB002")
+
+
+@node_rule("PRB003")
+def probe_hop_failing(host, facts, ctx):
+    return _hits(facts, "PRB003")

@@ -79,3 +79,25 @@ def test_plain_module_results_are_a_valid_fact_with_origin_from_netns():
     (verdict,) = _rules_probe.locate([pod, node])
     assert (verdict["origin"], verdict["server"], verdict["transport"]) == ("pod", "169.254.25.10", "udp")
     assert "node's own query" in verdict["detail"]
+
+
+def test_probe_findings_through_the_engine_with_and_without_a_kernel_trace():
+    """PRB001 (the pod's query to the node's dnsmasq times out, the node's own answers) becomes a
+    finding naming the hop; a real kernel trace that saw no drop adds that the application discarded it."""
+    import json as _json
+    import pathlib as _pathlib
+
+    from ansible_collections.clusterdns.doctor.plugins.module_utils import _findings
+
+    fixtures = _pathlib.Path(__file__).parent / "fixtures"
+    probes = [entry("node-resolver", "169.254.25.10", "udp", 0, origin="pod"), entry("node-resolver", "169.254.25.10", "udp", 5, sent=5, origin="node")]
+    result = _findings.evaluate({"node1": {"clusterdns_probe": probes}})
+    prb001 = [f for f in result["findings"] if f["id"] == "PRB001"]
+    assert prb001 and prb001[0]["severity"] == "critical" and prb001[0]["evidence"]["hop"] == "node-resolver"
+    clean = _json.loads((fixtures / "droptrace" / "module-result-clean.json").read_text())
+    clean = clean.get("ansible_facts", {}).get("clusterdns_drop_trace", clean)
+    traced = _findings.evaluate({"node1": {"clusterdns_probe": probes, "clusterdns_drop_trace": clean}})
+    (first,) = [f for f in traced["findings"] if f["id"] == "PRB001"][:1]
+    assert "the server discarded them (interface filtering, as in seed 003)" in first["detail"]
+    skipped = {c["id"]: c for c in _findings.evaluate({"node1": {}})["checks"]}
+    assert skipped["PRB001"]["status"] == "skip" and "no probe results" in skipped["PRB001"]["reason"]
