@@ -379,11 +379,12 @@ def kernel_verdict(trace):
     return "dropped" if trace["loss_drops"] else "not_dropped"
 
 
-def drop_evidence(trace, reasons=None, netns=None, direction=None, max_examples=3):
+def drop_evidence(trace, reasons=None, netns=None, direction=None, max_examples=3, protocol=None):
     """Evidence of kernel DNS drops for a finding, or None (no trace, or no matching drop).
 
     ``reasons`` limits it to drop reason names (for example ``("NETFILTER_DROP",)``), ``netns`` to
-    namespace inodes, ``direction`` to ``query`` or ``reply``. Without ``netns``/``direction`` the
+    namespace inodes, ``direction`` to ``query`` or ``reply``, ``protocol`` to ``udp`` or ``tcp``.
+    Without ``netns``/``direction``/``protocol`` the
     count comes from the complete per-location counts; with them it comes from the flows, which
     the module bounds (``complete`` is then False when flows were left out).
 
@@ -401,8 +402,9 @@ def drop_evidence(trace, reasons=None, netns=None, direction=None, max_examples=
         return (item["kind"] if "kind" in item else kind_of(item["reason"])) == "loss" and (wanted is None or item["reason"] in wanted)
 
     flows = [flow for flow in trace["flows"] if keep(flow)
-             and (netnses is None or flow["netns"] in netnses) and (direction is None or flow["direction"] == direction)]
-    if netnses is None and direction is None:
+             and (netnses is None or flow["netns"] in netnses) and (direction is None or flow["direction"] == direction)
+             and (protocol is None or flow["protocol"] == protocol)]
+    if netnses is None and direction is None and protocol is None:
         locations = [item for item in trace["by_location"] if keep(item)]
         complete = True
     else:

@@ -135,15 +135,15 @@ def _hits(facts, finding_id):
         evidence = dict(verdict["evidence"], hop=verdict["hop"], origin=verdict["origin"], server=verdict["server"],
                         transport=verdict["transport"], classification=verdict["classification"], next_hop=verdict["next_hop"])
         detail = verdict["detail"]
-        if finding_id == "PRB001" and trace:
-            kernel = drop_evidence(trace)
+        if finding_id == "PRB001" and trace and kernel_verdict(trace) is not None:
+            # only drops of this transport count: a TCP probe's aborted connection says nothing about UDP
+            kernel = drop_evidence(trace, protocol=verdict["transport"])
+            evidence["kernel_drops"] = kernel
             if kernel:
-                evidence["kernel_drops"] = kernel
                 detail += " " + kernel["text"] + "."
-            elif kernel_verdict(trace) == "not_dropped":
-                evidence["kernel_drops"] = None
-                detail += (" The kernel dropped no DNS packet during the trace: the queries reached the server's socket"
-                           " and the server discarded them (interface filtering, as in seed 003).")
+            else:
+                detail += (" The kernel dropped no %s DNS packet during the trace: the queries reached the server's socket"
+                           " and the server discarded them (interface filtering, as in seed 003)." % (verdict["transport"] or "").upper())
         results.append(hit(evidence, detail=detail, severity=verdict["severity"]))
     return results
 

@@ -98,6 +98,6 @@ def test_probe_findings_through_the_engine_with_and_without_a_kernel_trace():
     clean = clean.get("ansible_facts", {}).get("clusterdns_drop_trace", clean)
     traced = _findings.evaluate({"node1": {"clusterdns_probe": probes, "clusterdns_drop_trace": clean}})
     (first,) = [f for f in traced["findings"] if f["id"] == "PRB001"][:1]
-    assert "the server discarded them (interface filtering, as in seed 003)" in first["detail"]
+    assert "dropped no UDP DNS packet" in first["detail"] and "the server discarded them (interface filtering, as in seed 003)" in first["detail"]
     skipped = {c["id"]: c for c in _findings.evaluate({"node1": {}})["checks"]}
     assert skipped["PRB001"]["status"] == "skip" and "no probe results" in skipped["PRB001"]["reason"]
