@@ -208,6 +208,66 @@ def covers_dns(match, port=DNS_PORT):
     return hits
 
 
+def match_atoms(words):
+    """The conditions of a rule as ``(option, args)`` tuples, from its words (``-A CHAIN ...`` included).
+
+    ``!`` is folded into the option (``("!-s", ("10.0.0.0/8",))``). Module loads (``-m udp``), the
+    comment and the target with its arguments are not conditions and are left out; port options
+    keep their spec, for :func:`shadows` to compare.
+    """
+    atoms = []
+    negate = False
+    i, n = 2, len(words)
+    while i < n:
+        word = words[i]
+        i += 1
+        if word == "!":
+            negate = True
+            continue
+        if not word.startswith("-"):
+            continue
+        if word in ("-j", "--jump", "-g", "--goto"):
+            break
+        args = []
+        while i < n and not words[i].startswith("-") and words[i] != "!":
+            args.append(words[i])
+            i += 1
+        if not args and i + 1 < n and words[i] == "!" and not words[i + 1].startswith("-"):
+            negate, args = True, [words[i + 1]]  # pre-1.4.3 form: --dport ! 53
+            i += 2
+        if word in ("-m", "--match", "--comment"):
+            negate = False
+            continue
+        atoms.append((("!" if negate else "") + word, tuple(args)))
+        negate = False
+    return atoms
+
+
+def shadows(accept_words, block_words, block_ports, port=DNS_PORT):
+    """Whether an ACCEPT rule, earlier in the same chain, takes all the DNS traffic of a blocking rule.
+
+    ``block_ports`` is what :func:`covers_dns` returned for the blocking rule (``["dports 53"]``). The
+    ACCEPT shadows it when each of its conditions is also a condition of the blocking rule, except
+    port conditions, which may instead include ``port`` in a direction the blocking rule fixes to
+    ``port`` (``--dport 53`` ahead of ``--dports 53,853``). An ACCEPT with any condition the blocking
+    rule does not have (another interface, address, state, mark, set) does not shadow it.
+    """
+    block_atoms = set(match_atoms(block_words))
+    block_keys = {hit.split(" ", 1)[0] for hit in block_ports}
+    for option, args in match_atoms(accept_words):
+        if (option, args) in block_atoms:
+            continue
+        key = _PORT_OPTIONS.get(option.lstrip("!"))
+        if key is None or len(args) != 1:
+            return False
+        negated = option.startswith("!")
+        if _includes(_port_set(args[0]), port) == negated:
+            return False
+        if not (key in block_keys or (key == "ports" and block_keys)):
+            return False
+    return True
+
+
 def _address(cidr):
     if not cidr or cidr.startswith("!"):
         return None
@@ -239,7 +299,10 @@ def parse_save(text, source="iptables-save", family="ipv4", service_name=DEFAULT
 
     Returns ``{"family", "rule_count": {table: n}, "chains": {table: n}, "kube_proxy": {...},
     "services": [...], "no_endpoints": [...], "nodelocal": [...], "dns_blocks": [...],
-    "policies": [...]}``; see the iptables_facts module RETURN for each field.
+    "dns_blocks_shadowed": [...], "policies": [...]}``; see the iptables_facts module RETURN for each field.
+    A blocking rule with an earlier ACCEPT in the same chain that takes all its DNS traffic
+    (:func:`shadows`) goes to ``dns_blocks_shadowed`` with ``shadowed_by`` (position, rule), not to
+    ``dns_blocks``.
     """
     cluster_ips = tuple(ip for ip in cluster_ips if ip)
     table = None
@@ -250,7 +313,8 @@ def parse_save(text, source="iptables-save", family="ipv4", service_name=DEFAULT
     ipset_kube = False
     dns_service_rules = []
     svc_lines, sep_lines = {}, {}
-    no_endpoints, nodelocal, dns_blocks = [], [], []
+    no_endpoints, nodelocal, dns_blocks, shadowed = [], [], [], []
+    accepts = {}  # (table, chain) -> [(position, line, words)] of the ACCEPT rules seen so far
     service_key = service_name + ":"
     svc_prefixes = ("-A KUBE-SVC-", "-A KUBE-SVL-")
 
@@ -290,6 +354,8 @@ def parse_save(text, source="iptables-save", family="ipv4", service_name=DEFAULT
                     continue
             if "--match-set KUBE-" in line:
                 ipset_kube = True
+            if "-j ACCEPT" in line:
+                accepts.setdefault(key, []).append((position, line, split_rule(line, source, lineno)))
             blocking = "-j DROP" in line or "-j REJECT" in line
             notrack = table == "raw" and ("NOTRACK" in line or "--notrack" in line)
             nodelocal_accept = table == "filter" and "-j ACCEPT" in line and ("NodeLocal" in line or "nodelocal" in line)
@@ -307,7 +373,12 @@ def parse_save(text, source="iptables-save", family="ipv4", service_name=DEFAULT
                     no_endpoints.append(entry)
                 else:
                     entry["dns_ports"] = ports
-                    dns_blocks.append(entry)
+                    shadow = next((a for a in accepts.get(key, ()) if shadows(a[2], words, ports)), None)
+                    if shadow is None:
+                        dns_blocks.append(entry)
+                    else:
+                        entry["shadowed_by"] = {"position": shadow[0], "rule": shadow[1]}
+                        shadowed.append(entry)
             elif (notrack or nodelocal_accept) and ports:
                 entry["kind"] = "notrack" if notrack else "accept"
                 entry["addresses"] = [a for a in (_address(match["destination"]), _address(match["source"])) if a]
@@ -367,6 +438,7 @@ def parse_save(text, source="iptables-save", family="ipv4", service_name=DEFAULT
         "no_endpoints": no_endpoints,
         "nodelocal": nodelocal,
         "dns_blocks": dns_blocks,
+        "dns_blocks_shadowed": shadowed,
         "policies": policies,
     }
 
@@ -433,13 +505,14 @@ def _split_hostport(text):
 def merge(parsed, backend=None, version=None):
     """Combine the per-family results of :func:`parse_save` into the ``clusterdns_iptables`` shape."""
     result = {"backend": backend, "version": version, "rule_count": {}, "services": [], "no_endpoints": [],
-              "dns_blocks": [], "policies": []}
+              "dns_blocks": [], "dns_blocks_shadowed": [], "policies": []}
     notrack, accept = [], []
     mode, present = None, False
     for item in parsed:
         result["rule_count"][item["family"]] = item["rule_count"]
         for key in ("services", "no_endpoints", "dns_blocks", "policies"):
             result[key].extend(item[key])
+        result["dns_blocks_shadowed"].extend(item.get("dns_blocks_shadowed", []))
         for entry in item["nodelocal"]:
             (notrack if entry["kind"] == "notrack" else accept).append(entry)
         present = present or item["kube_proxy"]["present"]
