@@ -178,7 +178,7 @@ def conntrack_plan(state, options=None, evidence=None):
 
 def _version(release):
     parts = []
-    for piece in str(release or "").split("-")[0].split(".")[:2]:
+    for piece in str(release or "").split("-", maxsplit=1)[0].split(".")[:2]:
         digits = ""
         for char in piece:
             if not char.isdigit():

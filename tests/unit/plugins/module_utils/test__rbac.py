@@ -24,7 +24,7 @@ def split(objects):
 
 
 def test_upstream_manifest_grants_everything_coredns_lists():
-    crbs, roles = split(load("coredns-deployment-upstream.yaml"))[:2]
+    crbs, roles = split(load("coredns-deployment-upstream.yaml.sed"))[:2]
     result = _rbac.evaluate("kube-system", "coredns", crbs, roles)
     assert result["cluster_roles"] == ["system:coredns"]
     assert all(result["can"].values()), result["can"]
@@ -33,7 +33,7 @@ def test_upstream_manifest_grants_everything_coredns_lists():
 
 
 def test_kubernetes_1_14_addon_lacks_endpointslices_only():
-    crbs, roles = split(load("k8s-1.14-addon-coredns.yaml"))[:2]
+    crbs, roles = split(load("k8s-1.14-addon-coredns.yaml.base"))[:2]
     can = _rbac.evaluate("kube-system", "coredns", crbs, roles)["can"]
     assert can[ES_LIST] is False and can[ES_WATCH] is False
     assert can["list services"] and can["watch namespaces"] and can["list endpoints"]
@@ -41,13 +41,13 @@ def test_kubernetes_1_14_addon_lacks_endpointslices_only():
 
 def test_other_service_account_gets_nothing():
     # coredns/helm#135: the chart's binding named another service account than the pods ran as.
-    crbs, roles = split(load("coredns-deployment-upstream.yaml"))[:2]
+    crbs, roles = split(load("coredns-deployment-upstream.yaml.sed"))[:2]
     result = _rbac.evaluate("kube-system", "coredns-coredns", crbs, roles)
     assert result["bindings"] == [] and not any(result["can"].values())
 
 
 def test_group_subject_and_wildcards_count():
-    crbs, roles = split(load("coredns-deployment-upstream.yaml"))[:2]
+    crbs, roles = split(load("coredns-deployment-upstream.yaml.sed"))[:2]
     binding = copy.deepcopy(crbs[0])
     binding["subjects"] = [{"kind": "Group", "name": "system:serviceaccounts:kube-system", "apiGroup": "rbac.authorization.k8s.io"}]
     role = copy.deepcopy(roles[0])
@@ -57,7 +57,7 @@ def test_group_subject_and_wildcards_count():
 
 
 def test_resource_names_never_grant_list():
-    crbs, roles = split(load("coredns-deployment-upstream.yaml"))[:2]
+    crbs, roles = split(load("coredns-deployment-upstream.yaml.sed"))[:2]
     role = copy.deepcopy(roles[0])
     for rule in role["rules"]:
         rule["resourceNames"] = ["kube-dns"]
@@ -65,7 +65,7 @@ def test_resource_names_never_grant_list():
 
 
 def test_rolebinding_is_namespaced_only_and_missing_role_is_named():
-    crbs, roles = split(load("coredns-deployment-upstream.yaml"))[:2]
+    crbs, roles = split(load("coredns-deployment-upstream.yaml.sed"))[:2]
     rb = copy.deepcopy(crbs[0])
     rb["kind"] = "RoleBinding"
     rb["metadata"]["namespace"] = "kube-system"

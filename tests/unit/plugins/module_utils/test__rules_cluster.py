@@ -15,8 +15,8 @@ from ansible_collections.clusterdns.doctor.plugins.module_utils import _cluster,
 
 assert _rules_cluster  # registers the cluster rules (the lead adds it to _findings.RULE_MODULES)
 
-UPSTREAM = "coredns-deployment-upstream.yaml"
-ADDON_114 = "k8s-1.14-addon-coredns.yaml"
+UPSTREAM = "coredns-deployment-upstream.yaml.sed"
+ADDON_114 = "k8s-1.14-addon-coredns.yaml.base"
 
 
 def facts_of(world):

@@ -14,9 +14,9 @@ MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.conntrack_facts"
 FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures"
 
 
-
 def run_module(tmp_path, args):
     return run_collection_module(MODULE, tmp_path, args)[:2]
+
 
 def bundle(tmp_path, sysctls, stat=None, conntrack_s=None, dmesg=None):
     root = tmp_path / "bundle"

@@ -16,7 +16,6 @@ from ansible_collections.clusterdns.doctor.tests.unit.plugins.modules.utils impo
 PREFIX = "ansible_collections.clusterdns.doctor.plugins.modules."
 
 
-
 def run_module(tmp_path, name, args):
     return run_collection_module(name, tmp_path, args)[:2]
 

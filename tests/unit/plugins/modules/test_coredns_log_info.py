@@ -12,9 +12,9 @@ MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.coredns_log_info
 FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures" / "corednslog"
 
 
-
 def run_module(tmp_path, args):
     return run_collection_module(MODULE, tmp_path, args)[:2]
+
 
 def test_path(tmp_path):
     log = tmp_path / "coredns.log"

@@ -28,7 +28,6 @@ ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="the module only gets past its root check as root")
 
 
-
 def run_module(tmp_path, args, env=None, timeout=120):
     return run_collection_module(MODULE, tmp_path, args, env=env, timeout=timeout)
 

@@ -14,9 +14,9 @@ FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures" / "dn
 CONF = "/tmp/cdbed-bqije4jo/dnsmasq.conf"
 
 
-
 def run_module(tmp_path, args):
     return run_collection_module(MODULE, tmp_path, args)[:2]
+
 
 def make_bundle(tmp_path, conf_text=None):
     root = tmp_path / "bundle"

@@ -17,9 +17,9 @@ MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.iptables_facts"
 FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures" / "iptables"
 
 
-
 def run_module(tmp_path, args):
     return run_collection_module(MODULE, tmp_path, args)[:2]
+
 
 def bundle(tmp_path, files):
     root = tmp_path / "bundle"

@@ -17,9 +17,9 @@ MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.ipvs_facts"
 FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures" / "ipvs"
 
 
-
 def run_module(tmp_path, args):
     return run_collection_module(MODULE, tmp_path, args)[:2]
+
 
 def make_bundle(tmp_path, commands=None, proc=None, sysctls=None):
     root = tmp_path / "bundle"

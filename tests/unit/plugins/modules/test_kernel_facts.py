@@ -14,9 +14,9 @@ MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.kernel_facts"
 FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures" / "kernel"
 
 
-
 def run_module(tmp_path, args):
     return run_collection_module(MODULE, tmp_path, args)[:2]
+
 
 def test_old_kernel_bundle(tmp_path):
     root = tmp_path / "bundle"

@@ -18,9 +18,9 @@ FIXTURES = pathlib.Path(__file__).parents[1] / "module_utils" / "fixtures"
 RESOLVER = FIXTURES / "resolver"
 
 
-
 def run_module(tmp_path, args, check_mode=False):
     return run_collection_module(MODULE, tmp_path, args, check_mode=check_mode)[:2]
+
 
 def make_bundle(tmp_path, files, links=None):
     root = tmp_path / "bundle"
