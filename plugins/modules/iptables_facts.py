@@ -290,6 +290,17 @@ ansible_facts:
               description: Parsed match (protocol, source, destination, interfaces, port specs, comment).
               type: dict
               sample: {"protocol": "udp", "dports": ["1:1024"], "in_interface": "cni0"}
+        dns_blocks_shadowed:
+          description:
+            - C(DROP) or C(REJECT) rules on port 53 that an earlier C(ACCEPT) in the same chain covers completely
+              (same traffic, no extra condition), for example after the C(clusterdns.doctor.firewall) role inserted
+              one. Same keys as RV(ansible_facts.clusterdns_iptables.dns_blocks), plus C(shadowed_by) with the
+              C(position) and C(rule) of the C(ACCEPT). Not a finding.
+          type: list
+          elements: dict
+          returned: always
+          sample: [{"table": "filter", "chain": "INPUT", "position": 2, "rule": "-A INPUT -i cilium_host -p udp -m udp --dport 53 -j DROP",
+                    "shadowed_by": {"position": 1, "rule": "-A INPUT -i cilium_host -p udp -m udp --dport 53 -j ACCEPT"}}]
         policies:
           description: Chains whose policy is C(DROP) (context only, not a finding by themselves).
           type: list
