@@ -133,7 +133,7 @@ def test_unknown_option_refused_naming_the_valid_ones(tree, tmp_path):
 def test_out_of_range_timeout_refused(tree, tmp_path):
     config = tree / CONFIG
     original = config.read_bytes()
-    proc, _ = run(tree, tmp_path, resolver_options={"single-request-reopen": True, "timeout": 99})
+    proc, _result = run(tree, tmp_path, resolver_options={"single-request-reopen": True, "timeout": 99})
     assert proc.returncode != 0
     assert "timeout takes a number from 1 to 30 (got 99)" in output(proc)
     assert config.read_bytes() == original

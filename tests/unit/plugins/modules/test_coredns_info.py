@@ -19,6 +19,7 @@ PREFIX = "ansible_collections.clusterdns.doctor.plugins.modules."
 def run_module(tmp_path, name, args):
     return run_collection_module(name, tmp_path, args)[:2]
 
+
 @pytest.fixture
 def closed_port():
     """A loopback port nobody listens on (bound, then closed)."""

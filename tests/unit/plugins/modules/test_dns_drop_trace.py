@@ -31,6 +31,7 @@ needs_root = pytest.mark.skipif(not ROOT, reason="the module only gets past its 
 def run_module(tmp_path, args, env=None, timeout=120):
     return run_collection_module(MODULE, tmp_path, args, env=env, timeout=timeout)
 
+
 @pytest.mark.parametrize(("args", "message"), [
     ({"seconds": 0}, "option seconds must be from 1 to 300, got 0"),
     ({"seconds": 301}, "option seconds must be from 1 to 300, got 301"),
