@@ -90,15 +90,16 @@ test: setup
 	tests/run-all
 
 # The lab demo (docs/lab.md): lab up with three faults, diagnose, heal, diagnose clean, lab down.
-DEMO_FAULTS ?= session-affinity coredns-single-replica autopath
+DEMO_FAULTS ?= session-affinity autopath statefulset-servicename
 demo: setup
-	tests/lab/labctl up
-	for f in $(DEMO_FAULTS); do tests/lab/labctl fault $$f; done
-	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/faulty || true
-	sed -n '1,40p' clusterdns-demo/faulty/report.md
-	for f in $(DEMO_FAULTS); do tests/lab/labctl heal $$f; done
-	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/healed
-	tests/lab/labctl down
+	@trap 'tests/lab/labctl down' EXIT; \
+	tests/lab/labctl up; \
+	for f in $(DEMO_FAULTS); do tests/lab/labctl fault $$f; done; \
+	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/faulty || true; \
+	sed -n '1,40p' clusterdns-demo/faulty/report.md; \
+	for f in $$(echo $(DEMO_FAULTS) | tr ' ' '\n' | tac); do tests/lab/labctl heal $$f; done; \
+	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/healed; \
+	echo "demo: reports in clusterdns-demo/faulty and clusterdns-demo/healed"
 
 lint: setup
 	tests/run-all lint
