@@ -90,3 +90,30 @@ def wait_until(fn, timeout=30, interval=0.5):
             return v
         time.sleep(interval)
     return fn()
+
+
+@pytest.fixture(scope="module")
+def api():
+    """The lab for one test module: started when it is down (and taken down after the module),
+    every fault healed after the module. Yields the lab's API client."""
+    skip_unless_root()
+    started = False
+    if not lab_is_up():
+        labctl("up")
+        started = True
+    yield lab.Api()
+    for name in list(lab.load_state().get("faults", {})):
+        labctl("heal", name, check=False)
+    if started:
+        labctl("down")
+
+
+@pytest.fixture
+def healed(api):
+    """A failed test must not break the next one: heal what it left, NodeLocal DNSCache off."""
+    yield
+    for name in list(lab.load_state().get("faults", {})):
+        labctl("heal", name, check=False)
+    if api.get("/apis/apps/v1/namespaces/kube-system/daemonsets/node-local-dns"):
+        labctl("nodelocal", "off", check=False)
+

@@ -14,36 +14,13 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import dig, lab, lab_is_up, labctl, skip_unless_root, wait_until
+from conftest import dig, lab, labctl, wait_until
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("healed")]
 
 COLLECTION = pathlib.Path(__file__).resolve().parents[2]
 RBAC = COLLECTION / "docs" / "rbac" / "clusterdns-diagnose.yml"
 RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
-
-
-@pytest.fixture(scope="module")
-def api():
-    skip_unless_root()
-    started = False
-    if not lab_is_up():
-        labctl("up")
-        started = True
-    yield lab.Api()
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
-    if started:
-        labctl("down")
-
-
-@pytest.fixture(autouse=True)
-def isolate(api):
-    yield
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
-    if api.get("/apis/apps/v1/namespaces/kube-system/daemonsets/node-local-dns"):
-        labctl("nodelocal", "off", check=False)
 
 
 def diagnose(tmp_path, kubeconfig=None):

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from conftest import dig, icmp_echo, lab, lab_is_up, labctl, nsexec, short, skip_unless_root, wait_until
+from conftest import dig, icmp_echo, lab, labctl, nsexec, short, wait_until
 
 
 def restarted(pod_obj):
@@ -20,34 +20,10 @@ def nxdomain(result):
     return result if "NXDOMAIN" in result[1] else None
 
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("healed")]
 
 POD1 = lab.pod_ns(1)
 NODE1 = lab.node_ns(1)
-
-
-@pytest.fixture(scope="module")
-def api():
-    skip_unless_root()
-    started = False
-    if not lab_is_up():
-        labctl("up")
-        started = True
-    yield lab.Api()
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
-    if started:
-        labctl("down")
-
-
-@pytest.fixture(autouse=True)
-def isolate(api):
-    """A failed test must not break the next one: heal what it left, NodeLocal off."""
-    yield
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
-    if api.get("/apis/apps/v1/namespaces/kube-system/daemonsets/node-local-dns"):
-        labctl("nodelocal", "off", check=False)
 
 
 def assert_clean(api):

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from conftest import lab, lab_is_up, labctl, skip_unless_root
+from conftest import lab, labctl
 
 COLLECTION = pathlib.Path(__file__).resolve().parents[2]
 COLLECTIONS = os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(COLLECTION / ".cache" / "collections")).split(":")[0]
@@ -25,33 +25,12 @@ if COLLECTIONS not in sys.path:
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _rules_probe  # noqa: E402
 
-pytestmark = pytest.mark.lab
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("healed")]
 
 MODULE = "ansible_collections.clusterdns.doctor.plugins.modules.dns_probe"
 CLUSTER_NAME = "kubernetes.default.svc.cluster.local"
 EXTERNAL_NAME = "www.lab.example"
 POD1, NODE1 = lab.pod_ns(1), lab.node_ns(1)
-
-
-@pytest.fixture(scope="module")
-def up():
-    skip_unless_root()
-    started = False
-    if not lab_is_up():
-        labctl("up")
-        started = True
-    yield
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
-    if started:
-        labctl("down")
-
-
-@pytest.fixture(autouse=True)
-def isolate(up):
-    yield
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
 
 
 def probe(netns, servers, hop, names=(CLUSTER_NAME,), transports=("udp", "tcp"), timeout=1.0):
@@ -79,27 +58,27 @@ def blamed(verdicts):
     return sorted({(v["hop"], v["origin"], v["transport"], v["classification"]) for v in verdicts})
 
 
-def test_healthy_lab_has_no_verdict(up):
+def test_healthy_lab_has_no_verdict(api):
     results, verdicts = survey()
     assert verdicts == [], verdicts
     assert all(r["classification"] == "ok" for r in results)
 
 
-def test_firewall_udp53_is_a_udp_rule_on_the_pod_path(up):
+def test_firewall_udp53_is_a_udp_rule_on_the_pod_path(api):
     labctl("fault", "firewall-udp53")
     _results, verdicts = survey()
     assert blamed(verdicts) == [("pod-clusterip", "pod", "udp", "timeout"), ("pod-endpoint", "pod", "udp", "timeout")]
     assert all("TCP to the same hop answers" in v["detail"] for v in verdicts)
 
 
-def test_dnsmasq_except_interface_is_the_node_resolver_seen_from_the_pod(up):
+def test_dnsmasq_except_interface_is_the_node_resolver_seen_from_the_pod(api):
     labctl("fault", "dnsmasq-except-interface")
     _results, verdicts = survey(node_resolver=True)
     assert blamed(verdicts) == [("node-resolver", "pod", "udp", "timeout")]
     assert "DMQ001" in verdicts[0]["detail"] and "node's own query" in verdicts[0]["detail"]
 
 
-def test_coredns_down_is_coredns(up):
+def test_coredns_down_is_coredns(api):
     labctl("fault", "coredns-down")
     _results, verdicts = survey()
     hops = {(v["hop"], v["classification"]) for v in verdicts}
@@ -108,21 +87,21 @@ def test_coredns_down_is_coredns(up):
     assert all("CDNS001" in v["detail"] for v in verdicts if v["hop"] == "pod-clusterip")
 
 
-def test_upstream_timeout_is_the_upstream(up):
+def test_upstream_timeout_is_the_upstream(api):
     labctl("fault", "upstream-timeout")
     _results, verdicts = survey()
     assert blamed(verdicts) == [("coredns-upstream", "pod", "tcp", "timeout"), ("coredns-upstream", "pod", "udp", "timeout")]
     assert all("only its upstream fails" in v["detail"] for v in verdicts)
 
 
-def test_no_endpoints_is_the_clusterip_path(up):
+def test_no_endpoints_is_the_clusterip_path(api):
     labctl("fault", "no-endpoints")
     _results, verdicts = survey()
     assert blamed(verdicts) == [("pod-clusterip", "pod", "tcp", "unreachable"), ("pod-clusterip", "pod", "udp", "unreachable")]
     assert all("kube-proxy rules" in v["detail"] and "IPT001" in v["next_hop"] for v in verdicts)
 
 
-def test_nodelocal_blackhole_is_the_clusterip_path(up):
+def test_nodelocal_blackhole_is_the_clusterip_path(api):
     labctl("fault", "nodelocal-blackhole")
     _results, verdicts = survey()
     assert {v["hop"] for v in verdicts} == {"pod-clusterip"}

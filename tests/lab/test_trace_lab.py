@@ -19,33 +19,12 @@ import sys
 
 import pytest
 
-from conftest import lab, lab_is_up, labctl, skip_unless_root
+from conftest import lab, labctl
 
 COLLECTION = pathlib.Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.lab, pytest.mark.skipif(not shutil.which("bpftrace"), reason="bpftrace is not installed")]
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("healed"), pytest.mark.skipif(not shutil.which("bpftrace"), reason="bpftrace is not installed")]
 POD1, NODE1 = lab.pod_ns(1), lab.node_ns(1)
-
-
-@pytest.fixture(scope="module")
-def up():
-    skip_unless_root()
-    started = False
-    if not lab_is_up():
-        labctl("up")
-        started = True
-    yield
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
-    if started:
-        labctl("down")
-
-
-@pytest.fixture(autouse=True)
-def isolate(up):
-    yield
-    for name in list(lab.load_state().get("faults", {})):
-        labctl("heal", name, check=False)
 
 
 def diagnose(tmp_path, server):
@@ -72,7 +51,7 @@ def pod_udp_silent(report, server):
             and f["evidence"]["transport"] == "udp" and f["evidence"]["server"] == server]
 
 
-def test_firewall_udp53_drops_are_named_by_the_kernel(up, tmp_path):
+def test_firewall_udp53_drops_are_named_by_the_kernel(api, tmp_path):
     labctl("fault", "firewall-udp53")
     report = diagnose(tmp_path, "10.96.0.10")
     (ipt002,) = [f for f in report["findings"] if f["id"] == "IPT002" and f["host"] == "lab-node1"]
@@ -84,7 +63,7 @@ def test_firewall_udp53_drops_are_named_by_the_kernel(up, tmp_path):
     assert "NETFILTER_DROP" in prb001["detail"]
 
 
-def test_seed003_on_node1_the_kernel_dropped_nothing(up, tmp_path):
+def test_seed003_on_node1_the_kernel_dropped_nothing(api, tmp_path):
     labctl("fault", "dnsmasq-except-interface")
     server = lab.node_ip(1)
     report = diagnose(tmp_path, server)
