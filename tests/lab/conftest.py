@@ -116,4 +116,3 @@ def healed(api):
         labctl("heal", name, check=False)
     if api.get("/apis/apps/v1/namespaces/kube-system/daemonsets/node-local-dns"):
         labctl("nodelocal", "off", check=False)
-
