@@ -16,6 +16,8 @@ from __future__ import annotations
 import errno
 import os
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
+
 LC_ENV = {"LANGUAGE": "C", "LC_ALL": "C", "LANG": "C"}
 
 
@@ -106,3 +108,19 @@ def _os_reason(exc):
     if exc.errno in (errno.EACCES, errno.EPERM):
         return "permission denied: %s" % exc.filename
     return "%s: %s" % (exc.strerror or type(exc).__name__, exc.filename)
+
+
+def exit_with_facts(module, key, failure, gather, *args):
+    """The end of every facts module: ``gather(*args)`` becomes ``ansible_facts[key]``; content that
+    cannot be parsed fails with ``failure`` and the file, line and what was expected."""
+    try:
+        facts = gather(*args)
+    except ParseError as exc:
+        module.fail_json(msg="%s: %s" % (failure, exc), **exc.as_dict())
+    module.exit_json(changed=False, ansible_facts={key: facts})
+
+
+def check_interval(module):
+    """The ``interval`` option of the sampling facts modules: 0 to 300 seconds."""
+    if module.params["interval"] < 0 or module.params["interval"] > 300:
+        module.fail_json(msg="interval must be between 0 and 300 seconds, got %s" % module.params["interval"])

@@ -170,8 +170,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import delta, parse_conntrack_s, parse_stat_file, table_full_events, usage_ratio
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
-from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
+from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source, check_interval, exit_with_facts
 
 SYSCTL_DIR = "/proc/sys/net/netfilter/"
 
@@ -255,14 +254,10 @@ def main():
         },
         supports_check_mode=True,
     )
-    if module.params["interval"] < 0 or module.params["interval"] > 300:
-        module.fail_json(msg="interval must be between 0 and 300 seconds, got %s" % module.params["interval"])
+    check_interval(module)
     source = Source(module, module.params["root"])
-    try:
-        facts = gather(source, module.params["interval"], module.params["kernel_log"], module.params["remediation_file"])
-    except ParseError as exc:
-        module.fail_json(msg="cannot parse conntrack facts: %s" % exc, **exc.as_dict())
-    module.exit_json(changed=False, ansible_facts={"clusterdns_conntrack": facts})
+    exit_with_facts(module, "clusterdns_conntrack", "cannot parse conntrack facts", gather,
+                    source, module.params["interval"], module.params["kernel_log"], module.params["remediation_file"])
 
 
 if __name__ == "__main__":

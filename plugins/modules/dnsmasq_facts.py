@@ -177,9 +177,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _dnsmasq
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
 from ansible_collections.clusterdns.doctor.plugins.module_utils._iptables import parse_ss
-from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
+from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source, exit_with_facts
 
 
 def _live_instances(source):
@@ -297,11 +296,7 @@ def main():
     )
     source = Source(module, module.params["root"])
     patterns = list(module.params["pod_interface_patterns"]) + [p for p in module.params["extra"] if p not in module.params["pod_interface_patterns"]]
-    try:
-        facts = gather(source, patterns)
-    except ParseError as exc:
-        module.fail_json(msg="cannot read the dnsmasq configuration: %s" % exc, **exc.as_dict())
-    module.exit_json(changed=False, ansible_facts={"clusterdns_dnsmasq": facts})
+    exit_with_facts(module, "clusterdns_dnsmasq", "cannot read the dnsmasq configuration", gather, source, patterns)
 
 
 if __name__ == "__main__":

@@ -332,9 +332,8 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
 from ansible_collections.clusterdns.doctor.plugins.module_utils._iptables import DNS_PORT, merge, parse_save, parse_ss, parse_version
-from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
+from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source, exit_with_facts
 
 
 def gather(source, service_name, cluster_ips):
@@ -380,11 +379,7 @@ def main():
     if "/" not in service_name or service_name.startswith("/") or service_name.endswith("/"):
         module.fail_json(msg="option service_name must be namespace/name as in kube-proxy comments, got %r" % service_name)
     source = Source(module, module.params["root"])
-    try:
-        facts = gather(source, service_name, module.params["cluster_ip"])
-    except ParseError as exc:
-        module.fail_json(msg="cannot parse iptables facts: %s" % exc, **exc.as_dict())
-    module.exit_json(changed=False, ansible_facts={"clusterdns_iptables": facts})
+    exit_with_facts(module, "clusterdns_iptables", "cannot parse iptables facts", gather, source, service_name, module.params["cluster_ip"])
 
 
 if __name__ == "__main__":

@@ -169,9 +169,8 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
 from ansible_collections.clusterdns.doctor.plugins.module_utils._ipvs import SYSCTLS, kube_dns, merge_stats, parse_connections, parse_list, parse_timeout
-from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
+from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source, exit_with_facts
 
 
 def _sysctls(source):
@@ -231,11 +230,7 @@ def main():
         supports_check_mode=True,
     )
     source = Source(module, module.params["root"])
-    try:
-        facts = gather(source, module.params["cluster_ip"])
-    except ParseError as exc:
-        module.fail_json(msg="cannot parse IPVS facts: %s" % exc, **exc.as_dict())
-    module.exit_json(changed=False, ansible_facts={"clusterdns_ipvs": facts})
+    exit_with_facts(module, "clusterdns_ipvs", "cannot parse IPVS facts", gather, source, module.params["cluster_ip"])
 
 
 if __name__ == "__main__":

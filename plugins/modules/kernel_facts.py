@@ -128,10 +128,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import delta
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
 from ansible_collections.clusterdns.doctor.plugins.module_utils._kernel import (
     SYSCTLS, exposure, parse_release, parse_snmp, parse_snmp6, release_from_proc_version)
-from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
+from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source, check_interval, exit_with_facts
 
 
 def _release(source):
@@ -195,14 +194,9 @@ def main():
         },
         supports_check_mode=True,
     )
-    if module.params["interval"] < 0 or module.params["interval"] > 300:
-        module.fail_json(msg="interval must be between 0 and 300 seconds, got %s" % module.params["interval"])
+    check_interval(module)
     source = Source(module, module.params["root"])
-    try:
-        facts = gather(source, module.params["interval"])
-    except ParseError as exc:
-        module.fail_json(msg="cannot parse kernel facts: %s" % exc, **exc.as_dict())
-    module.exit_json(changed=False, ansible_facts={"clusterdns_kernel": facts})
+    exit_with_facts(module, "clusterdns_kernel", "cannot parse kernel facts", gather, source, module.params["interval"])
 
 
 if __name__ == "__main__":

@@ -212,8 +212,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _resolver
-from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
-from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source
+from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source, exit_with_facts
 
 FLAGS_FILES = ("/var/lib/kubelet/kubeadm-flags.env", "/etc/default/kubelet", "/etc/sysconfig/kubelet")
 DROPIN_DIRS = ("/etc/systemd/system/kubelet.service.d", "/usr/lib/systemd/system/kubelet.service.d", "/lib/systemd/system/kubelet.service.d")
@@ -369,11 +368,7 @@ def main():
         supports_check_mode=True,
     )
     source = Source(module, module.params["root"])
-    try:
-        facts = gather(source, module.params["kubelet_config"])
-    except ParseError as exc:
-        module.fail_json(msg="cannot read the resolver facts: %s" % exc, **exc.as_dict())
-    module.exit_json(changed=False, ansible_facts={"clusterdns_resolver": facts})
+    exit_with_facts(module, "clusterdns_resolver", "cannot read the resolver facts", gather, source, module.params["kubelet_config"])
 
 
 if __name__ == "__main__":
