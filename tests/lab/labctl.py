@@ -1611,9 +1611,68 @@ fault("tolerate-unready-annotation", "headless Service relying on tolerate-unrea
 
 
 # -- conntrack-full (destructive: lowers the global nf_conntrack_max; always restored)
+#
+# The table is filled with *established TCP connections* from pod1 to the upstream namespace,
+# routed (and tracked) by node1.  Established TCP entries are ASSURED and cannot be early-dropped;
+# unassured entries (one-way UDP) can: when the table is full the kernel evicts an unassured entry
+# from the new flow's hash neighbourhood (early_drop) and its GC worker evicts them above 95 % of the
+# limit, so a UDP fill let DNS through now and then (the flaky CI run of 2026-12-02).
 CT_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 CT_GUARD_SECONDS = 180
 CT_FILL_PORT0 = 20000
+CT_FILL_PORTS = 4          # 4 x ~28k ephemeral source ports: far more than any fill needs
+CT_FILL_SECONDS = 60       # bound of the connect loop
+CT_FILL_NOFILE = 131072
+
+# holds CT_FILL_PORTS listening sockets in the upstream namespace and every accepted connection,
+# for at most CT_GUARD_SECONDS
+CT_SERVER = """
+import resource, select, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (%(nofile)d, %(nofile)d))
+end = time.time() + %(life)d
+ls = []
+for port in range(%(port0)d, %(port0)d + %(nports)d):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((%(ip)r, port))
+    s.listen(4096)
+    s.setblocking(False)
+    ls.append(s)
+held = []
+print("listening", flush=True)
+while time.time() < end:
+    r, _, _ = select.select(ls, [], [], 1.0)
+    for s in r:
+        while True:
+            try:
+                c, _ = s.accept()
+            except BlockingIOError:
+                break
+            held.append(c)
+"""
+
+# opens up to N connections from pod1 (bounded in count and time), stops after 10 refused or
+# timed-out connects in a row (the table is full), reports the count, then holds the sockets
+CT_CLIENT = """
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (%(nofile)d, %(nofile)d))
+n, deadline, life = %(n)d, time.time() + %(fill)d, time.time() + %(life)d
+held, fails, i = [], 0, 0
+while len(held) < n and time.time() < deadline and fails < 10:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(0.5)
+    try:
+        s.connect((%(ip)r, %(port0)d + i %% %(nports)d))
+        held.append(s)
+        fails = 0
+    except OSError:
+        s.close()
+        fails += 1
+    i += 1
+open(%(done)r, "w").write("%%d %%d\\n" %% (len(held), fails))
+while time.time() < life:
+    time.sleep(1)
+"""
 
 
 def ct_counts():
@@ -1640,23 +1699,25 @@ def _ct(opts):
     # the guard restores the limit after CT_GUARD_SECONDS whatever happens to this process
     spawn("fault-conntrack-guard", None, [sys.executable, "-c",
           "import time,sys; time.sleep(%d); open(%r,'w').write(%r)" % (CT_GUARD_SECONDS, CT_MAX, orig)])
-    udp_to = read("/proc/sys/net/netfilter/nf_conntrack_udp_timeout", "30").strip()
-    r = nsrun(node_ns(1), ["cat", "/proc/sys/net/netfilter/nf_conntrack_udp_timeout"], check=False)
-    udp_to = r.stdout.strip() or udp_to
-    # per-namespace: keep the fill entries of node1 alive for the guard's lifetime
-    nsrun(node_ns(1), ["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=%d" % CT_GUARD_SECONDS])
+    params = {"nofile": CT_FILL_NOFILE, "life": CT_GUARD_SECONDS, "port0": CT_FILL_PORT0,
+              "nports": CT_FILL_PORTS, "ip": UPSTREAM_IP, "fill": CT_FILL_SECONDS}
+    spawn("fault-conntrack-server", UPSTREAM,
+          [sys.executable, "-u", "-c", CT_SERVER % params])
+    wait_for("the fill server", lambda: "listening" in read(sp("logs", "fault-conntrack-server.log"), ""),
+             timeout=10)
     write_sysctl(CT_MAX, new_max)
-    n = new_max - counts.get(node_ns(1), 0) + 256
-    # bounded fill: n datagrams from pod1 to distinct ports of the upstream host, through node1
-    code = ("import socket,time\n"
-            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-            "end=time.time()+20\n"
-            "for i in range(%d):\n"
-            "    if time.time()>end: break\n"
-            "    s.sendto(b'x',(%r,%d+(i%%40000)))\n"
-            "    if i%%500==499: time.sleep(0.01)\n") % (n, UPSTREAM_IP, CT_FILL_PORT0)
-    nsrun(pod_ns(1), [sys.executable, "-c", code], timeout=40)
-    return {"orig": orig, "new_max": new_max, "udp_timeout": udp_to, "fill": n}
+    n = new_max - counts.get(node_ns(1), 0) + 64
+    done = sp("fault-conntrack-fill.done")
+    if os.path.exists(done):
+        os.unlink(done)
+    params.update(n=n, done=done)
+    spawn("fault-conntrack-client", pod_ns(1), [sys.executable, "-c", CT_CLIENT % params])
+    wait_for("the conntrack fill", lambda: os.path.exists(done), timeout=CT_FILL_SECONDS + 20)
+    held, fails = (int(x) for x in read(done).split())
+    log("conntrack fill: %d connections held, %d refused at the end; node1 count %s of %d"
+        % (held, fails, nsrun(node_ns(1), ["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]).stdout.strip(),
+           new_max))
+    return {"orig": orig, "new_max": new_max, "fill": n, "held": held}
 
 
 def _ct_heal(info, opts):
@@ -1664,10 +1725,11 @@ def _ct_heal(info, opts):
     orig = info.get("orig") or st.get("nf_conntrack_max")
     if orig:
         write_sysctl(CT_MAX, orig)
-    stop("fault-conntrack-guard", 1)
-    nsrun(node_ns(1), ["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=%s" % info.get("udp_timeout", "30")],
-          check=False)
-    nsrun(node_ns(1), ["conntrack", "-D", "-p", "udp", "-d", UPSTREAM_IP], check=False)
+    stop_all(["fault-conntrack-guard", "fault-conntrack-client", "fault-conntrack-server"], 5)
+    if "udp_timeout" in info:  # a fault applied by an older labctl
+        nsrun(node_ns(1), ["sysctl", "-qw", "net.netfilter.nf_conntrack_udp_timeout=%s" % info["udp_timeout"]],
+              check=False)
+    nsrun(node_ns(1), ["conntrack", "-D", "-d", UPSTREAM_IP], check=False)
 
 
 fault("conntrack-full", "nf_conntrack_max lowered and node1's table filled from pod1 (destructive, auto-restored)")((_ct, _ct_heal))
