@@ -1,6 +1,6 @@
 """clusterdns lab: real etcd, kube-apiserver, kube-proxy, CoreDNS and node-cache in network namespaces.
 
-Usage: labctl up|down|status|kubeconfig|fault NAME|heal NAME|faults|nodelocal on|off|logs NAME
+Usage: labctl up|down|status|kubeconfig|fault NAME|heal NAME|faults|nodelocal on|off|inventory [--python PATH]|logs NAME
 
 Every lab address lives inside a network namespace this tool creates (prefix ``cdl-``); the root
 namespace only gets a TCP forwarder listening on 127.0.0.1 that opens its upstream sockets inside
@@ -1745,6 +1745,42 @@ def cmd_kubeconfig(args):
     print(sp("kubeconfig"))
 
 
+def cmd_inventory(args):
+    """Write an Ansible inventory whose clusterdns_nodes are the lab's node namespaces and print its path.
+
+    Each node is reached with a local connection whose Python interpreter is a wrapper that enters
+    the node's network namespace (``ip netns exec cdl-nodeN PYTHON``): modules see the node's
+    interfaces, routes, iptables rules and conntrack table.  The filesystem, the kernel and its
+    global settings (such as nf_conntrack_max) are the machine's.  ``--python PATH`` picks the
+    interpreter (default: the one running labctl)."""
+    if not os.path.exists(sp("kubeconfig")):
+        sys.exit("lab is down")
+    python = sys.executable
+    if args[:1] == ["--python"] and len(args) > 1:
+        python = os.path.abspath(args[1])
+    os.makedirs(sp("bin"), exist_ok=True)
+    hosts = []
+    for i in range(1, NODES + 1):
+        wrapper = sp("bin", "python-" + node_name(i))
+        write(wrapper, '#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (node_ns(i), python), mode=0o755)
+        hosts += ["        %s:" % node_name(i),
+                  "          ansible_connection: local",
+                  "          ansible_python_interpreter: %s" % wrapper,
+                  "          clusterdns_lab_netns: %s" % node_ns(i),
+                  "          clusterdns_lab_pod_netns: %s" % pod_ns(i)]
+    text = "\n".join([
+        "# clusterdns lab inventory (labctl inventory): the lab's nodes as network namespaces",
+        "all:",
+        "  vars:",
+        "    clusterdns_kubeconfig: %s" % sp("kubeconfig"),
+        "    clusterdns_kube_dns_ips: [%s]" % KUBE_DNS_IP,
+        "  children:",
+        "    clusterdns_nodes:",
+        "      hosts:"] + hosts) + "\n"
+    write(sp("inventory.yml"), text)
+    print(sp("inventory.yml"))
+
+
 def cmd_nodelocal(args):
     api = Api()
     cm, ds = nodelocal_objects()
@@ -1811,7 +1847,7 @@ def main(argv):
         return 0
     table = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "kubeconfig": cmd_kubeconfig,
              "fault": cmd_fault, "heal": lambda a: cmd_fault(a, heal=True), "faults": cmd_faults,
-             "nodelocal": cmd_nodelocal}
+             "nodelocal": cmd_nodelocal, "inventory": cmd_inventory}
     if cmd not in table:
         print(__doc__)
         return 2
