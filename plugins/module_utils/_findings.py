@@ -41,6 +41,7 @@ RULE_MODULES = (
     "_rules_dnsmasq",
     "_rules_cluster",
     "_rules_probe",
+    "_rules_cloud",
 )
 
 DEFAULT_OPTIONS = {
