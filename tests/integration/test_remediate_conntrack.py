@@ -178,7 +178,8 @@ def test_failed_verification_restores_the_limit_and_the_files(tmp_path, full_tab
     proc, result = run_role(tmp_path, "conntrack", dict(files, conntrack_verify_dns_server="127.0.0.1", conntrack_verify_dns_port=9))
     assert proc.returncode != 0 and result is None
     assert recap(proc)["rescued"] == 1
-    assert "was rolled back" in proc.stdout and "dig @127.0.0.1 -p 9" in proc.stdout
+    assert "was rolled back" in proc.stdout and "the DNS probe of 127.0.0.1:9 for kubernetes.default.svc.cluster.local" in proc.stdout
+    assert "got no answer: 3 sent, unreachable" in proc.stdout
     assert read_int(MAX) == LOW_MAX
     with open(files["conntrack_sysctl_file"], encoding="ascii") as handle:
         assert handle.read() == "# the admin's\nnet.netfilter.nf_conntrack_tcp_timeout_established=86400\n"
@@ -197,3 +198,90 @@ def test_not_writable_in_a_network_namespace_is_a_skip_with_the_reason(tmp_path,
     assert "is not writable here" in result["skipped_reason"] and str(before + 4096) in result["skipped_reason"]
     assert read_int(MAX) == before
     assert not os.path.exists(files["conntrack_sysctl_file"])
+
+
+KERNEL_HOST_PLAY = """---
+- name: Run the conntrack role on a node that shares the kernel of another inventory host
+  hosts: node
+  gather_facts: false
+  tasks:
+    - name: Import the role
+      ansible.builtin.import_role:
+        name: clusterdns.doctor.conntrack
+    - name: Save the result fact
+      ansible.builtin.copy:
+        content: "{{ clusterdns_remediate_result_conntrack | to_json }}"
+        dest: "%s"
+        mode: "0644"
+      delegate_to: kernel
+      check_mode: false
+"""
+
+
+def run_with_kernel_host(tmp_path, node_wrapper, kernel_wrapper, variables, *args):
+    """The role on host ``node`` (interpreter ``node_wrapper``) with conntrack_kernel_host=kernel."""
+    from conftest import ANSIBLE_BIN
+
+    result = tmp_path / "result-kernel-host.json"
+    if result.exists():
+        result.unlink()
+    play = tmp_path / "play-kernel-host.yml"
+    play.write_text(KERNEL_HOST_PLAY % result)
+    inventory = tmp_path / "inventory-kernel-host.yml"
+    inventory.write_text(json.dumps({"all": {"hosts": {
+        "node": {"ansible_connection": "local", "ansible_python_interpreter": str(node_wrapper)},
+        "kernel": {"ansible_connection": "local", "ansible_python_interpreter": str(kernel_wrapper)}}}}))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(COLLECTION / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(COLLECTION / ".cache" / "collections")))
+    cmd = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", str(inventory), str(play),
+           "-e", json.dumps(dict(variables, conntrack_kernel_host="kernel")), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    return proc, (json.loads(result.read_text()) if result.exists() else None)
+
+
+def wrapper(tmp_path, name, prefix):
+    python = os.path.realpath(shutil.which("python3", path=str(COLLECTION / ".venv" / "bin")))
+    path = tmp_path / name
+    path.write_text('#!/bin/sh\nexec %s %s "$@"\n' % (prefix, python))
+    path.chmod(0o755)
+    return path
+
+
+def test_kernel_host_raises_the_shared_limit_for_a_node_in_a_network_namespace(tmp_path, files):
+    # The node is a fresh network namespace per module run (unshare -n), where nf_conntrack_max is
+    # read-only; conntrack_kernel_host names an inventory host in the root namespace of the same kernel.
+    node, kernel = wrapper(tmp_path, "python-node", "unshare -n"), wrapper(tmp_path, "python-kernel", "")
+    if lab_owns_the_limit():
+        pytest.skip("the lab's conntrack-full fault is active: it owns nf_conntrack_max now")
+    before = read_int(MAX)
+    variables = dict(files, conntrack_target=before + 4096)
+    try:
+        proc, result = run_with_kernel_host(tmp_path, node, kernel, variables, "--check", "--diff")
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        assert result["changed"] is True and read_int(MAX) == before and not os.path.exists(files["conntrack_sysctl_file"])
+        proc, result = run_with_kernel_host(tmp_path, node, kernel, variables)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        assert read_int(MAX) == before + 4096
+        assert pathlib.Path(files["conntrack_sysctl_file"]).read_text() == "net.netfilter.nf_conntrack_max=%d\n" % (before + 4096)
+        assert result["changed"] is True and result["kernel_host"] == "kernel" and result["skipped_reason"] is None
+        assert result["actions"][0] == "nf_conntrack_max %d -> %d (conntrack_target) on kernel (the kernel this node shares)" % (before, before + 4096)
+        # Second run: the limit is the target already; nothing is written.
+        proc, result = run_with_kernel_host(tmp_path, node, kernel, variables)
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        assert result["changed"] is False and result["actions"] == []
+    finally:
+        write_int(MAX, before)
+
+
+def test_kernel_host_with_another_kernel_is_refused_before_any_change(tmp_path, files):
+    # A mount namespace whose boot_id is another file: the kernel host claims another kernel.
+    fake = tmp_path / "boot_id"
+    fake.write_text("00000000-0000-4000-8000-000000000000\n")
+    kernel = wrapper(tmp_path, "python-kernel", "unshare -m sh -c 'mount --bind %s /proc/sys/kernel/random/boot_id && exec \"$0\" \"$@\"'" % fake)
+    node = wrapper(tmp_path, "python-node", "unshare -n")
+    before = read_int(MAX)
+    proc, result = run_with_kernel_host(tmp_path, node, kernel, dict(files, conntrack_target=before + 4096))
+    assert proc.returncode != 0 and result is None
+    assert "conntrack_kernel_host=kernel runs another kernel than node" in proc.stdout, proc.stdout[-3000:]
+    assert "00000000-0000-4000-8000-000000000000" in proc.stdout
+    assert read_int(MAX) == before and not os.path.exists(files["conntrack_sysctl_file"])
