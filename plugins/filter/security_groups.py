@@ -59,9 +59,10 @@ def security_groups_evaluate(model, servers=None, clients=None, cluster=None, ep
                  prefix_lists=prefix_lists, check_nacls=check_nacls)
 
 
-def security_groups_fix_plan(evaluation, model, target_groups=None, manage_nacl=False, priority=1, description="clusterdns.doctor: DNS (SG001)"):
+def security_groups_fix_plan(evaluation, model, target_groups=None, manage_nacl=False, priority=1, description="clusterdns.doctor: DNS (SG001)",
+                             server_cidrs=None):
     return _call("security_groups_fix_plan", _secgroups.fix_plan, evaluation, model, target_groups=target_groups, manage_nacl=bool(manage_nacl),
-                 priority=int(priority), description=description)
+                 priority=int(priority), description=description, server_cidrs=server_cidrs or None)
 
 
 def security_groups_module_rules(group):

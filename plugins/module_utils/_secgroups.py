@@ -394,7 +394,8 @@ def _endpoint(model, entry, kind, index):
     if not isinstance(entry, dict):
         raise InvalidInput("%s %d must be a mapping, got %r" % (kind, index, entry))
     cidrs = entry.get("cidrs") or ([entry["address"]] if entry.get("address") else [])
-    iface = _iface_for(model, entry.get("address") or entry.get("node_address"), entry.get("node"))
+    iface = next((i for i in model["interfaces"] if entry.get("interface") and i["id"] == entry["interface"]), None)
+    iface = iface or _iface_for(model, entry.get("address") or entry.get("node_address"), entry.get("node"))
     if not cidrs and iface:
         cidrs = iface["addresses"]
     if not cidrs:
@@ -409,7 +410,7 @@ def _endpoint(model, entry, kind, index):
 def interface_clients(model):
     """One client per interface of the model (every node interface asks the DNS servers)."""
     return [{"name": (i["names"] or [i["id"]])[0] + ("" if not i["id"] else " " + i["id"]), "cidrs": i["addresses"], "groups": i["groups"],
-             "subnet": i["subnet"]} for i in model["interfaces"] if i["addresses"]]
+             "subnet": i["subnet"], "interface": i["id"]} for i in model["interfaces"] if i["addresses"]]
 
 
 def evaluate(model, servers, clients=None, ephemeral=DEFAULT_EPHEMERAL, protocols=PROTOCOLS, prefix_lists=None, check_nacls=True):
@@ -439,6 +440,8 @@ def evaluate(model, servers, clients=None, ephemeral=DEFAULT_EPHEMERAL, protocol
                       % (server["name"], ", ".join(server["cidrs"])))
             continue
         for client in client_eps:
+            if client["instance"] and client["instance"] == server["instance"]:
+                continue  # a node asking a pod on itself: the traffic does not leave the instance
             for proto in protocols:
                 for check, region, rules, default in _checks(model, server, client, proto, (lo, hi), members, prefix_lists, notes, check_nacls):
                     checks += 1
@@ -521,10 +524,12 @@ def _target_group(groups, preferred):
     return groups[0] if groups else None
 
 
-def fix_plan(evaluation, model, target_groups=None, manage_nacl=False, priority=1, description="clusterdns.doctor: DNS (SG001)"):
+def fix_plan(evaluation, model, target_groups=None, manage_nacl=False, priority=1, description="clusterdns.doctor: DNS (SG001)", server_cidrs=None):
     """What to add so the blocked DNS traffic gets through. Security group rules reference the
     client's (server's) group when it has one, CIDRs otherwise; NACL entries (with manage_nacl) go
-    right before the first rule that denies the flow. Returns {aws_groups, nacl_entries, alibaba_calls,
+    right before the first rule that denies the flow. Outbound rules to a DNS server without a group
+    (and in Alibaba enterprise groups, which cannot name groups) name ``server_cidrs`` (the range the
+    CoreDNS pods run in) or else the server address. Returns {aws_groups, nacls, alibaba_calls,
     refused, reported, actions}."""
     require_netaddr()
     aws_groups, nacl_entries, calls, refused, reported = {}, {}, [], [], []
@@ -545,10 +550,11 @@ def fix_plan(evaluation, model, target_groups=None, manage_nacl=False, priority=
                     refused.append("%s (priority %d) drops %s %s -> %s: an Accept rule cannot come before it; change or remove that rule"
                                    % (b["by"], deny_priority, proto.upper(), b["client"], b["server"]))
                     continue
-            if peer_groups:
+            by_group = peer_groups and not (model["provider"] == "alibaba" and _dig(model, "groups", owner, "kind") == "enterprise")
+            if by_group:
                 peers = [{"group_id": [_target_group(peer_groups, None)]}]
             else:
-                peers = _cidr_peers(cidrs if ingress else [b["server_address"]])
+                peers = _cidr_peers(cidrs if ingress else (server_cidrs or [b["server_address"]]))
             for peer in peers:
                 key = (owner, ingress, proto, str(sorted(peer.items())))
                 if key in seen:
