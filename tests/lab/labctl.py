@@ -1628,7 +1628,9 @@ CT_FILL_NOFILE = 131072
 # for at most CT_GUARD_SECONDS
 CT_SERVER = """
 import resource, select, socket, sys, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (%(nofile)d, %(nofile)d))
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # without CAP_SYS_RESOURCE the hard limit cannot be raised
+nofile = %(nofile)d if hard == resource.RLIM_INFINITY else min(%(nofile)d, hard)
+resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 end = time.time() + %(life)d
 ls = []
 for port in range(%(port0)d, %(port0)d + %(nports)d):
@@ -1655,7 +1657,9 @@ while time.time() < end:
 # timed-out connects in a row (the table is full), reports the count, then holds the sockets
 CT_CLIENT = """
 import resource, socket, sys, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (%(nofile)d, %(nofile)d))
+hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # without CAP_SYS_RESOURCE the hard limit cannot be raised
+nofile = %(nofile)d if hard == resource.RLIM_INFINITY else min(%(nofile)d, hard)
+resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 n, deadline, life = %(n)d, time.time() + %(fill)d, time.time() + %(life)d
 held, fails, i = [], 0, 0
 while len(held) < n and time.time() < deadline and fails < 10:
