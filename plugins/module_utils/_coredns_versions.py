@@ -30,6 +30,11 @@ PLUGINS_1_12_4 = frozenset((
 INTRODUCED = {"transfer": (1, 7, 0)}
 REMOVED = {"proxy": (1, 5, 0), "federation": (1, 7, 0)}
 
+# Options of a plugin that a release removed: the plugin then refuses the Corefile with "unknown
+# property". kubernetes: resyncperiod and upstream, removed in 1.7.0 (coredns/coredns#3737; what
+# broke EKS clusters upgraded to Kubernetes 1.18, aws/containers-roadmap#1115).
+REMOVED_OPTIONS = {("kubernetes", "upstream"): (1, 7, 0), ("kubernetes", "resyncperiod"): (1, 7, 0)}
+
 # Directives that are part of the Corefile syntax rather than plugins.
 SYNTAX = frozenset(("import",))
 
@@ -74,3 +79,12 @@ def known_plugin(name, version=None):
     if ver is not None and name in INTRODUCED and ver < INTRODUCED[name]:
         return False, "plugin %r first appeared in CoreDNS %s; this one is %s" % (name, version_string(INTRODUCED[name]), version_string(version))
     return True, None
+
+
+def removed_option(plugin, option, version=None):
+    """Why CoreDNS ``version`` (None: any release covered here) refuses ``option`` inside
+    ``plugin``'s block, or None when it accepts it (as far as this table knows)."""
+    since = REMOVED_OPTIONS.get((plugin, option))
+    if since is None or (version and tuple(version) < since):
+        return None
+    return "option %r of plugin %s was removed in CoreDNS %s" % (option, plugin, version_string(since))

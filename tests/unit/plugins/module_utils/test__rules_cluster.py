@@ -143,7 +143,12 @@ def test_cdns011_proxy_removed_plugin_on_new_coredns_but_not_old():
     text = corefile_of(ADDON_114).replace("forward . /etc/resolv.conf", "proxy . /etc/resolv.conf")
     assert run(cluster(ADDON_114, edit=set_corefile(text)), "CDNS011")[0]["status"] == "pass"  # 1.3.1 has proxy
     check, hits = run(cluster(UPSTREAM, edit=set_corefile(text)), "CDNS011")
-    assert check["status"] == "fail" and "removed in CoreDNS 1.5.0" in hits[0]["detail"]
+    assert check["status"] == "fail"
+    assert [(f["evidence"]["plugin"], f["evidence"].get("option")) for f in hits] == [("kubernetes", "upstream"), ("proxy", None)]
+    assert "removed in CoreDNS 1.5.0" in hits[1]["detail"]
+    # the 1.14 addon's `kubernetes { upstream }` stops CoreDNS 1.7.0 and later as well
+    assert "option 'upstream' of plugin kubernetes was removed in CoreDNS 1.7.0" in hits[0]["detail"]
+    assert "unknown property 'upstream'" in hits[0]["detail"]
 
 
 def test_corefile_missing_is_a_skip():
