@@ -7,12 +7,13 @@
 #
 # Cluster rules: CDNS001-CDNS011, SVC001, SVC002, WL001-WL004 and NLD003.
 # Input: the ``cluster`` result of coredns_info, with workload_dns_info's ``workloads`` result
-# under the key ``workloads``; optionally ``metrics`` (CDNS009) and ``logs`` (CDNS010), which are
-# read defensively (a missing key means "not gathered": the rule is skipped with that reason).
+# under the key ``workloads``; optionally ``metrics`` (CDNS009, what coredns_info returns with
+# ``metrics: true``) and ``logs`` (CDNS010), which are read defensively (a missing key means "not
+# gathered": the rule is skipped with that reason).
 
 from __future__ import annotations
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._coredns_versions import known_plugin, version_string
+from ansible_collections.clusterdns.doctor.plugins.module_utils._coredns_versions import known_plugin, removed_option, version_string
 from ansible_collections.clusterdns.doctor.plugins.module_utils._findings import Skip, cluster_rule, hit
 from ansible_collections.clusterdns.doctor.plugins.module_utils._rbac import permission_key
 
@@ -265,16 +266,79 @@ def tcp_upstream(cluster, ctx):
     return results
 
 
+# CDNS009 thresholds (finding options): CPU use against the container's CPU limit, CFS throttling
+# (only when the facts carry it), queries CoreDNS refused because forward's max_concurrent was
+# reached, and queries per second against what one replica can serve. The QPS capacity figures
+# are coredns/deployment's kubernetes/Scaling_CoreDNS.md: one CoreDNS on 2 vCPUs served ~33,700
+# QPS with both cores pegged (~1900m), so ~17,000 QPS per core of CPU limit.
+CDNS009_DEFAULTS = {"cdns009_cpu_ratio": 0.9, "cdns009_throttled_ratio": 0.25, "cdns009_rejects_min": 1,
+                    "cdns009_qps_per_core": 17000, "cdns009_qps_per_replica": 33000, "cdns009_qps_ratio": 0.8}
+
+
+def _max_concurrent(cluster):
+    """``[{"zones", "forward", "max_concurrent", "lineno"}]`` of the Corefile's forward plugins."""
+    try:
+        blocks = _parsed_corefile(cluster)
+    except Skip:
+        return []
+    out = []
+    for block, plugin in _plugins(blocks):
+        if plugin.get("name") != "forward":
+            continue
+        limit = next((sub.get("args") for sub in plugin.get("block") or [] if isinstance(sub, dict) and sub.get("name") == "max_concurrent"), None)
+        out.append({"zones": _zones(block), "forward": plugin.get("args"), "max_concurrent": (limit or [None])[0], "lineno": plugin.get("lineno")})
+    return out
+
+
+def _pod_capacity(name, m, ctx, forwards):
+    """(evidence, [(severity, reason)]) for one CoreDNS pod's metrics."""
+    opt = {k: _option(ctx, k, v) for k, v in CDNS009_DEFAULTS.items()}
+    rates = m.get("rates") or {}
+    usage, limit = m.get("cpu_usage_cores"), m.get("cpu_limit_cores")
+    throttled, qps = m.get("throttled_ratio"), m.get("qps")
+    rejects = rates.get("max_concurrent_rejects")
+    responses = rates.get("responses") or {}
+    capacity = opt["cdns009_qps_per_core"] * limit if limit else opt["cdns009_qps_per_replica"]
+    evidence = {"pod": name, "node": m.get("node"), "interval_seconds": rates.get("interval_seconds"), "qps": qps,
+                "qps_capacity": capacity, "cpu_usage_cores": usage, "cpu_limit_cores": limit,
+                "cpu_request_cores": m.get("cpu_request_cores"), "throttled_ratio": throttled,
+                "max_concurrent_rejects": rejects, "refused": responses.get("REFUSED", 0), "servfail": responses.get("SERVFAIL", 0),
+                "latency_avg_ms": rates.get("latency_avg_ms"), "forward_max_concurrent": forwards}
+    reasons = []
+    if usage is not None and limit and usage >= opt["cdns009_cpu_ratio"] * limit:
+        reasons.append(("warning", "CPU %.3f cores of its %.3f limit" % (usage, limit)))
+    if throttled is not None and throttled >= opt["cdns009_throttled_ratio"]:
+        reasons.append(("warning", "throttled in %d %% of CFS periods" % round(100 * throttled)))
+    if rejects is not None and rejects >= opt["cdns009_rejects_min"]:
+        caps = ", ".join("%s (Corefile line %s)" % (f["max_concurrent"], f["lineno"]) for f in forwards if f.get("max_concurrent"))
+        reasons.append(("error", "refused %d queries in %.1f s because forward's max_concurrent%s was reached (queries waiting on the "
+                        "upstream)" % (rejects, rates.get("interval_seconds") or 0, " " + caps if caps else "")))
+    if qps is not None and qps >= opt["cdns009_qps_ratio"] * capacity:
+        reasons.append(("warning", "%.0f queries/s, %d %% of the ~%.0f one replica%s serves" % (
+            qps, round(100 * qps / capacity), capacity, " with a %.3f-core limit" % limit if limit else " on 2 cores")))
+    return evidence, reasons
+
+
 @cluster_rule("CDNS009", needs=("coredns",))
 def coredns_capacity(cluster, ctx):
     metrics = cluster.get("metrics")
-    if not isinstance(metrics, dict) or not metrics.get("pods"):
-        raise Skip("CoreDNS CPU metrics not gathered (coredns_info does not read metrics; pass them as cluster.metrics)")
+    if not isinstance(metrics, dict):
+        raise Skip("CoreDNS metrics not gathered (coredns_info metrics=true; diagnose.yml: clusterdns_metrics)")
+    if metrics.get("available") is False:
+        raise Skip("CoreDNS metrics unavailable: %s" % metrics.get("reason"))
+    pods = metrics.get("pods") or {}
+    measured = {n: m for n, m in pods.items() if isinstance(m, dict) and (
+        (m.get("rates") or {}).get("restarted") is False or m.get("cpu_usage_cores") is not None or m.get("throttled_ratio") is not None)}
+    if not measured:
+        raise Skip("no CoreDNS pod was measured over an interval (one read only, or every pod restarted between the reads)")
+    forwards = _max_concurrent(cluster)
     results = []
-    for name, m in sorted(metrics["pods"].items()):
-        usage, limit, throttled = m.get("cpu_usage_cores"), m.get("cpu_limit_cores"), m.get("throttled_ratio")
-        if (usage is not None and limit and usage >= 0.9 * limit) or (throttled is not None and throttled >= 0.25):
-            results.append(hit(dict(m, pod=name), detail="CoreDNS pod %s: CPU %s of limit %s, throttled %s" % (name, usage, limit, throttled)))
+    for name, m in sorted(measured.items()):
+        evidence, reasons = _pod_capacity(name, m, ctx, forwards)
+        if reasons:
+            severity = "error" if any(s == "error" for s, _r in reasons) else "warning"
+            results.append(hit(evidence, severity=severity, obj="%s/Pod/%s" % (_dig(cluster, "coredns", "deployment", "namespace") or "kube-system", name),
+                               detail="CoreDNS pod %s: %s" % (name, "; ".join(r for _s, r in reasons))))
     return results
 
 
@@ -341,6 +405,14 @@ def corefile_invalid(cluster, ctx):
                                 "version": version, "source": source},
                                detail="%s line %s: %s; CoreDNS fails with \"Unknown directive '%s'\"" % (
                                    source, plugin.get("lineno"), reason, plugin.get("name"))))
+            continue
+        for sub in plugin.get("block") or []:
+            reason = removed_option(plugin.get("name"), sub.get("name"), version) if isinstance(sub, dict) else None
+            if reason:
+                results.append(hit({"plugin": plugin.get("name"), "option": sub.get("name"), "lineno": sub.get("lineno"),
+                                    "zones": _zones(block), "version": version, "source": source},
+                                   detail="%s line %s: %s; CoreDNS fails with \"unknown property '%s'\"" % (
+                                       source, sub.get("lineno"), reason, sub.get("name"))))
     nl_error = _dig(cluster, "nodelocaldns", "corefile", "parse_error")
     if nl_error:
         results.append(hit(dict(nl_error, source=_dig(cluster, "nodelocaldns", "corefile", "source")),

@@ -25,6 +25,11 @@ description:
     Namespaces and Pods cluster-wide, from the ClusterRoleBindings that name it and their ClusterRoles.
   - NodeLocal DNSCache (DaemonSet, ConfigMap, local addresses, Corefile) and kube-proxy's mode
     from its ConfigMap (C(config.conf)) or DaemonSet arguments.
+  - With O(metrics=true), the C(:9153) Prometheus metrics of every Running CoreDNS pod, read through
+    the API server's pod proxy twice, O(metrics_interval) seconds apart, and summed up as RV(cluster.metrics)
+    (queries per second, responses by rcode, CPU cores used against the container's CPU limit, forward
+    C(max_concurrent) rejects, upstream answers by rcode, health check failures, cache hit ratio, panics,
+    reload failures), what CDNS009 (CoreDNS out of CPU or over capacity) evaluates.
   - Runs on the controller (C(delegate_to localhost)); it only reads.
   - An API server that does not answer gives RV(cluster.available=false) with the reason; an object
     that cannot be read (HTTP 403, missing) gives that section C(available=false) and the reason.
@@ -36,7 +41,11 @@ requirements:
   - PyYAML >= 3.11
 notes:
   - Read access is enough; C(docs/rbac/clusterdns-diagnose.yml) is a ClusterRole with exactly what
-    this module and C(clusterdns.doctor.workload_dns_info) read.
+    this module and C(clusterdns.doctor.workload_dns_info) read, and a Role in O(namespace) with
+    C(get pods/proxy) for O(metrics=true).
+  - O(metrics=true) takes O(metrics_interval) seconds (one sleep for all pods). A pod whose metrics
+    cannot be read (HTTP 403 without C(pods/proxy), no C(prometheus) plugin on O(metrics_port)) is
+    listed in RV(cluster.metrics.errors); no pod read at all gives RV(cluster.metrics.available=false).
   - The CoreDNS version comes from the image tag. Images pinned by digest only, or with a tag that
     is not a version, give a C(null) version in RV(cluster.coredns).
 extends_documentation_fragment:
@@ -71,6 +80,22 @@ options:
     description: Seconds to wait for each API request.
     type: int
     default: 20
+  metrics:
+    description:
+      - Read the CoreDNS pods' Prometheus metrics through the API server's pod proxy
+        (C(GET /api/v1/namespaces/NAMESPACE/pods/POD:PORT/proxy/metrics), needs C(get pods/proxy)).
+    type: bool
+    default: false
+  metrics_port:
+    description: Port of the CoreDNS C(prometheus) plugin (C(prometheus :9153) in the Corefile).
+    type: int
+    default: 9153
+  metrics_interval:
+    description:
+      - Seconds between the two reads of each pod's metrics; the rates in RV(cluster.metrics) are over
+        this interval. V(0) reads once (totals since each CoreDNS started, no rates; CDNS009 is then skipped).
+    type: float
+    default: 10
 seealso:
   - module: clusterdns.doctor.workload_dns_info
   - module: kubernetes.core.k8s_info
@@ -88,6 +113,18 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ coredns.cluster.coredns.deployment.version }} {{ coredns.cluster.coredns.deployment.ready_replicas }}"
   when: coredns.cluster.available
+
+- name: CoreDNS load over 15 seconds (queries per second, CPU, max_concurrent rejects)
+  clusterdns.doctor.coredns_info:
+    metrics: true
+    metrics_interval: 15
+  register: coredns
+
+- name: Show the queries per second of each CoreDNS pod
+  ansible.builtin.debug:
+    msg: "{{ item.key }}: {{ item.value.qps }} qps, {{ item.value.cpu_usage_cores }} cores"
+  loop: "{{ coredns.cluster.metrics.pods | dict2items }}"
+  when: coredns.cluster.metrics.available
 
 - name: A k3s cluster, another kubeconfig
   clusterdns.doctor.coredns_info:
@@ -168,11 +205,31 @@ cluster:
       type: dict
       returned: success
       sample: {"present": true, "mode": "ipvs", "source": "ConfigMap kube-system/kube-proxy"}
+    metrics:
+      description:
+        - The CoreDNS pods' metrics (O(metrics=true)). C(available), C(reason), C(port), C(interval_seconds),
+          C(errors) (one sentence per pod that could not be read), C(pods) by pod name.
+        - Per pod, totals of the last read (C(version), C(requests), C(responses) by rcode, C(forward)
+          with C(upstreams), C(healthcheck_failures), C(healthcheck_broken), C(max_concurrent_rejects),
+          C(cache), C(panics), C(reload_failed), C(reload_hashes), C(cpu_seconds), C(resident_memory_bytes)),
+          C(cpu_limit_cores) and C(cpu_request_cores) of the CoreDNS container, C(cpu_usage_cores),
+          C(cpu_limit_ratio), C(qps), C(node), C(reads), and C(rates) over the interval (C(qps),
+          C(responses), C(cpu_cores), C(upstreams), C(max_concurrent_rejects), C(healthcheck_broken),
+          C(healthcheck_failures), C(cache_hit_ratio), C(latency_avg_ms), C(panics), C(reload_failed);
+          C(restarted=true) and no rates when the pod restarted between the reads).
+      type: dict
+      returned: when O(metrics=true) and the API server answered
+      sample: {"available": true, "interval_seconds": 10.0, "port": 9153, "errors": [],
+               "pods": {"coredns-a": {"qps": 16.1, "cpu_usage_cores": 0.005, "cpu_limit_cores": null,
+                                      "rates": {"max_concurrent_rejects": 0.0, "responses": {"NOERROR": 72.0}}}}}
 """
 
+import contextlib
 import copy
+import json
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._cluster import collect, parse_selector
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _coredns_metrics
+from ansible_collections.clusterdns.doctor.plugins.module_utils._cluster import ApiError, collect, parse_selector
 from ansible_collections.clusterdns.doctor.plugins.module_utils._k8s_reader import api_reader
 from ansible_collections.kubernetes.core.plugins.module_utils.ansiblemodule import AnsibleModule
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
@@ -188,8 +245,45 @@ def argspec():
         configmap={"type": "str"},
         nodelocaldns_name={"type": "str", "default": "node-local-dns"},
         request_timeout={"type": "int", "default": 20},
+        metrics={"type": "bool", "default": False},
+        metrics_port={"type": "int", "default": 9153},
+        metrics_interval={"type": "float", "default": 10},
     )
     return spec
+
+
+def text_fetcher(module, timeout):
+    """``fetch(path) -> str``: a GET through kubernetes.core's client that returns the body as text
+    (the pod proxy answers in the Prometheus text format, not JSON); failures raise ApiError."""
+    from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client  # pylint: disable=import-outside-toplevel
+
+    client = get_api_client(module)
+
+    def fetch(path):
+        try:
+            resp = client.client.request("get", path, serialize=False, _request_timeout=timeout,
+                                         header_params={"Accept": "text/plain;version=0.0.4"})
+        except Exception as exc:  # pylint: disable=broad-except  # urllib3, ssl and API errors alike
+            status = getattr(exc, "status", None)
+            if not status:
+                text = str(exc).strip().splitlines()
+                raise ApiError(None, text[0] if text else type(exc).__name__, path) from None
+            message = getattr(exc, "reason", None) or ""
+            with contextlib.suppress(TypeError, ValueError, AttributeError):
+                message = json.loads(getattr(exc, "body", None)).get("message") or message
+            raise ApiError(int(status), message, path) from None
+        return resp.data.decode("utf-8", "replace")
+
+    return fetch
+
+
+def metrics_facts(module, cluster):
+    p = module.params
+    coredns = cluster.get("coredns") or {}
+    resources = (coredns.get("deployment") or {}).get("resources")
+    return _coredns_metrics.collect(text_fetcher(module, p["request_timeout"]), coredns.get("pods") or [],
+                                    namespace=p["namespace"], port=p["metrics_port"], interval=p["metrics_interval"],
+                                    resources=resources)
 
 
 def main():
@@ -199,11 +293,17 @@ def main():
         parse_selector(p["label_selector"])
     except ValueError as exc:
         module.fail_json(msg="label_selector: %s" % exc)
+    if not 0 <= p["metrics_interval"] <= 300:
+        module.fail_json(msg="metrics_interval: %s is not between 0 and 300 seconds" % p["metrics_interval"])
+    if not 0 < p["metrics_port"] < 65536:
+        module.fail_json(msg="metrics_port: %s is not a port number (1-65535)" % p["metrics_port"])
     read, reason = api_reader(module, p["request_timeout"])
     if read is None:
         module.exit_json(changed=False, cluster={"available": False, "reason": reason, "errors": [reason]})
     cluster = collect(read, namespace=p["namespace"], label_selector=p["label_selector"], service_name=p["service"],
                       configmap_name=p["configmap"], nodelocal_name=p["nodelocaldns_name"])
+    if p["metrics"] and cluster.get("available"):
+        cluster["metrics"] = metrics_facts(module, cluster)
     module.exit_json(changed=False, cluster=cluster)
 
 
