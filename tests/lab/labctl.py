@@ -552,6 +552,76 @@ def pod_template(labels, name, image, args, ports=None):
     return {"metadata": {"labels": labels}, "spec": {"containers": [c]}}
 
 
+def kube_proxy_config():
+    """kube-proxy's configuration as kubeadm writes it into ConfigMap kube-system/kube-proxy
+    (``config.conf``, KubeProxyConfiguration v1alpha1), with the settings the lab's kube-proxy runs
+    with (``--proxy-mode=iptables``, ``--cluster-cidr``, ``--conntrack-max-per-core=0``)."""
+    return "\n".join([
+        "apiVersion: kubeproxy.config.k8s.io/v1alpha1",
+        "bindAddress: 0.0.0.0",
+        "bindAddressHardFail: false",
+        "clientConnection:",
+        "  acceptContentTypes: \"\"",
+        "  burst: 0",
+        "  contentType: \"\"",
+        "  kubeconfig: /var/lib/kube-proxy/kubeconfig.conf",
+        "  qps: 0",
+        "clusterCIDR: " + CLUSTER_CIDR,
+        "configSyncPeriod: 0s",
+        "conntrack:",
+        "  maxPerCore: 0",
+        "  min: null",
+        "  tcpCloseWaitTimeout: null",
+        "  tcpEstablishedTimeout: null",
+        "enableProfiling: false",
+        "healthzBindAddress: \"\"",
+        "hostnameOverride: \"\"",
+        "iptables:",
+        "  localhostNodePorts: null",
+        "  masqueradeAll: false",
+        "  masqueradeBit: null",
+        "  minSyncPeriod: 0s",
+        "  syncPeriod: 0s",
+        "ipvs:",
+        "  excludeCIDRs: null",
+        "  minSyncPeriod: 0s",
+        "  scheduler: \"\"",
+        "  strictARP: false",
+        "  syncPeriod: 0s",
+        "  tcpFinTimeout: 0s",
+        "  tcpTimeout: 0s",
+        "  udpTimeout: 0s",
+        "kind: KubeProxyConfiguration",
+        "metricsBindAddress: \"\"",
+        "mode: iptables",
+        "nodePortAddresses: null",
+        "oomScoreAdj: null",
+        "portRange: \"\"",
+        "showHiddenMetricsForAlphaFeatures: \"\"",
+        "winkernel:",
+        "  enableDSR: false",
+        "  forwardHealthCheckVip: false",
+        "  networkName: \"\"",
+        "  rootHnsEndpointName: \"\"",
+        "  sourceVip: \"\"",
+        ""])
+
+
+def kube_proxy_configmap():
+    """ConfigMap kube-system/kube-proxy as kubeadm creates it, so that kube-proxy's mode is known
+    to diagnose (NLD003)."""
+    kubeconfig = "\n".join([
+        "apiVersion: v1", "kind: Config", "clusters:", "- cluster:",
+        "    certificate-authority: /var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        "    server: https://%s:6443" % CP_IP, "  name: default", "contexts:", "- context:",
+        "    cluster: default", "    namespace: default", "    user: default", "  name: default",
+        "current-context: default", "users:", "- name: default", "  user:",
+        "    tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token", ""])
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": meta("kube-proxy", "kube-system", {"app": "kube-proxy"}),
+            "data": {"config.conf": kube_proxy_config(), "kubeconfig.conf": kubeconfig}}
+
+
 def bootstrap_objects(api):
     for ns in ("kube-system", "default"):
         api.create("/api/v1/namespaces/%s/serviceaccounts" % ns,
@@ -590,6 +660,7 @@ def bootstrap_objects(api):
     api.create("/api/v1/namespaces/kube-system/configmaps",
                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta("coredns", "kube-system"),
                 "data": {"Corefile": default_corefile()}})
+    api.create("/api/v1/namespaces/kube-system/configmaps", kube_proxy_configmap())
     api.create("/api/v1/namespaces/kube-system/services", dns_service("kube-dns", KUBE_DNS_IP))
     api.create("/api/v1/namespaces/kube-system/services", dns_service("kube-dns-upstream", KUBE_DNS_UPSTREAM_IP))
     labels = {"k8s-app": "kube-dns"}
