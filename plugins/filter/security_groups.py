@@ -35,17 +35,18 @@ def _ports(value):
     return tuple(int(v) for v in value)
 
 
-def security_groups_model(groups, provider="aws", nacls=None, instances=None, group_types=None):
+def security_groups_model(groups, provider="aws", nacls=None, instances=None, group_types=None, subnets=None):
     if not isinstance(groups, (list, tuple)):
         raise AnsibleFilterError("security_groups_model: the input must be a list of security groups, got %s" % type(groups).__name__)
     if provider == "aws":
-        return _call("security_groups_model", _secgroups.aws_model, groups, nacls, instances)
+        return _call("security_groups_model", _secgroups.aws_model, groups, nacls, instances, subnets)
     if provider == "alibaba":
         return _call("security_groups_model", _secgroups.alibaba_model, groups, instances, group_types)
     raise AnsibleFilterError("security_groups_model: provider must be aws or alibaba, got %r" % (provider,))
 
 
-def security_groups_evaluate(model, servers=None, clients=None, cluster=None, ephemeral_ports="32768-60999", prefix_lists=None, check_nacls=True):
+def security_groups_evaluate(model, servers=None, clients=None, cluster=None, ephemeral_ports="32768-60999", prefix_lists=None, check_nacls=True,
+                             node_clients=True):
     servers = _plain(servers) or []
     if not servers and isinstance(cluster, Mapping):
         pods = ((cluster.get("coredns") or {}).get("pods")) or []
@@ -55,7 +56,11 @@ def security_groups_evaluate(model, servers=None, clients=None, cluster=None, ep
         ephemeral = _ports(ephemeral_ports)
     except (TypeError, ValueError) as exc:
         raise AnsibleFilterError("security_groups_evaluate: ephemeral_ports %r is not FROM-TO" % (ephemeral_ports,)) from exc
-    return _call("security_groups_evaluate", _secgroups.evaluate, model, servers, clients or None, ephemeral=ephemeral,
+    model = _plain(model)
+    if not isinstance(model, Mapping) or "interfaces" not in model:
+        raise AnsibleFilterError("security_groups_evaluate: the input must be the result of security_groups_model, got %r" % (type(model).__name__,))
+    clients = (_secgroups.interface_clients(model) if node_clients else []) + list(_plain(clients) or [])
+    return _call("security_groups_evaluate", _secgroups.evaluate, model, servers, clients, ephemeral=ephemeral,
                  prefix_lists=prefix_lists, check_nacls=check_nacls)
 
 
@@ -75,6 +80,13 @@ def security_groups_summary(evaluation, limit=20):
     return _call("security_groups_summary", _secgroups.summary, evaluation, limit=int(limit))
 
 
+def security_groups_flow_key(entry):
+    """check|protocol|client|server of one blocked flow (to compare evaluations before and after a change)."""
+    if not isinstance(entry, Mapping):
+        raise AnsibleFilterError("security_groups_flow_key: the input must be one entry of an evaluation's blocked list, got %r" % (entry,))
+    return "|".join(str(entry.get(k)) for k in ("check", "protocol", "client", "server"))
+
+
 class FilterModule:
     def filters(self):
         return {
@@ -83,4 +95,5 @@ class FilterModule:
             "security_groups_fix_plan": security_groups_fix_plan,
             "security_groups_module_rules": security_groups_module_rules,
             "security_groups_summary": security_groups_summary,
+            "security_groups_flow_key": security_groups_flow_key,
         }

@@ -453,7 +453,7 @@ def evaluate(model, servers, clients=None, ephemeral=DEFAULT_EPHEMERAL, protocol
                                         "client_subnet": client["subnet"], "blocked": _describe(part),
                                         "by": ref or _default_by(check, server, client, model),
                                         "explicit_deny": ref is not None})
-    return {"available": True, "provider": model["provider"], "checks": checks,
+    return {"available": True, "reason": None, "provider": model["provider"], "checks": checks,
             "servers": [{k: s[k] for k in ("name", "cidrs", "groups", "subnet", "interface", "instance")} for s in server_eps],
             "clients": [{k: c[k] for k in ("name", "cidrs", "groups", "subnet")} for c in client_eps],
             "ephemeral_ports": [lo, hi], "blocked": blocked, "notes": sorted(notes)}
