@@ -10,6 +10,11 @@ rules; SG001 is gone and a second run changes nothing. A failing verification re
 rules exactly; a network ACL that drops the UDP replies to the pods' ephemeral ports is only
 reported unless security_groups_manage_nacl is true. The dummy credentials never reach the output.
 
+Alibaba Cloud: clusterdns.doctor.alibaba_security_group_info calls the official ECS SDK against a
+loopback HTTP server that answers with the API responses of tests/unit/fixtures/cloud/alibaba
+(written to the API reference, see SOURCES.md); the role reports SG001 and the AuthorizeSecurityGroup
+calls and changes nothing (a recorded response cannot prove a write).
+
 The amazon.aws modules need boto3/botocore, which cannot share the main venv with kubernetes 37
 (python-dateutil): they run in .cache/venv-cloud (tests/integration/requirements-cloud.txt), made
 here when it is missing; moto's server comes from the same venv.
@@ -17,13 +22,16 @@ here when it is missing; moto's server comes from the same venv.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pathlib
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 
 import pytest
 from conftest import ANSIBLE_BIN, COLLECTION
@@ -334,3 +342,78 @@ def test_unreachable_api_is_reported_not_a_crash_and_nothing_changes(tmp_path, c
     assert facts["evaluation"]["available"] is False and facts["evaluation"]["reason"].startswith("AWS API: ")
     proc, result = run(tmp_path, cloud_python, dict(world, url=dead), "remediate")
     assert proc.returncode != 0 and "Nothing was changed: AWS API: " in proc.stdout
+
+
+# --- Alibaba Cloud --------------------------------------------------------------------------------
+
+ALIBABA = COLLECTION / "tests" / "unit" / "fixtures" / "cloud" / "alibaba"
+
+
+class _EcsApi(http.server.BaseHTTPRequestHandler):
+    requests = []
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+        params.update(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+        # the SDK signs with ACS3-HMAC-SHA256: the action is a header, the parameters the query
+        params.setdefault("Action", self.headers.get("x-acs-action", ""))
+        params["Authorization"] = self.headers.get("Authorization", "")
+        type(self).requests.append(params)
+        name = params.get("Action", "")
+        if name == "DescribeSecurityGroupAttribute":
+            name += "-" + params.get("SecurityGroupId", "")
+        path = ALIBABA / ("%s.json" % name)
+        body = path.read_bytes() if path.exists() else json.dumps({"Code": "InvalidAction.NotFound", "Message": name}).encode()
+        self.send_response(200 if path.exists() else 404)
+        self.send_header("Content-Type", "application/json;charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def ecs_api():
+    _EcsApi.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EcsApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:%d" % server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_alibaba(tmp_path, cloud_python, endpoint, mode):
+    world = {"url": endpoint, "vpc": "vpc-bp1opxu1zkhn00gzv7x1", "pods": None}
+    return run(tmp_path, cloud_python, world, mode, security_groups_provider="alibaba", security_groups_region="cn-hangzhou",
+               security_groups_dns_servers=[{"name": "kube-system/coredns-7b4d", "address": "172.20.1.5", "node": "cn-hangzhou.192.168.0.22"}],
+               security_groups_clients=[{"name": "pods", "cidrs": ["172.20.0.0/16"]}], security_groups_dns_server_cidrs=["172.20.0.0/16"])
+
+
+def test_alibaba_groups_read_through_the_sdk_sg001_and_the_calls_reported_not_applied(tmp_path, cloud_python, ecs_api):
+    proc, facts = run_alibaba(tmp_path, cloud_python, ecs_api, "facts")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    actions = [r["Action"] for r in _EcsApi.requests]
+    assert actions == ["DescribeSecurityGroups", "DescribeInstances", "DescribeSecurityGroupAttribute", "DescribeSecurityGroupAttribute"]
+    assert {r.get("RegionId") for r in _EcsApi.requests} == {"cn-hangzhou"}
+    assert all(r["Authorization"].startswith("ACS3-HMAC-SHA256 Credential=") for r in _EcsApi.requests)  # signed by the SDK
+    found = {(f["object"], f["evidence"]["check"], tuple(f["evidence"]["protocols"])) for f in sg001(facts)}
+    assert found == {("sg-bp1fg655nh68xyz9i1a1 sgr-bp12kewq32dfwrdi1a04", "sg_ingress", ("UDP",)),
+                     ("sg-bp1c2vvdvmtvh0vku9a2", "sg_egress", ("UDP",))}
+
+    proc, result = run_alibaba(tmp_path, cloud_python, ecs_api, "remediate")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert result["changed"] is False and result["actions"] == []
+    assert result["skipped_reason"].startswith("Alibaba Cloud: the missing rules are reported")
+    assert [r for r in _EcsApi.requests if not r["Action"].startswith("Describe")] == []  # nothing written
+    assert ("aliyun ecs AuthorizeSecurityGroup --RegionId cn-hangzhou --SecurityGroupId sg-bp1fg655nh68xyz9i1a1 --Permissions.1.Description "
+            "'clusterdns.doctor: DNS (SG001)' --Permissions.1.IpProtocol UDP --Permissions.1.Policy accept --Permissions.1.PortRange 53/53 "
+            "--Permissions.1.Priority 1 --Permissions.1.SourceCidrIp 172.20.0.0/16") in result["reported"]
+    assert any(c["action"] == "AuthorizeSecurityGroupEgress" and c["permissions"][0]["DestCidrIp"] == "172.20.0.0/16" for c in result["alibaba_calls"])
