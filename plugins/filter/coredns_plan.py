@@ -33,7 +33,7 @@ def coredns_workload_plan(facts, findings=None, options=None):
         return plan(_plain(facts), [str(f) for f in findings or []], _plain(options or {}))
     except PlanError as exc:
         raise AnsibleFilterError("coredns_workload_plan: %s" % exc) from exc
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise AnsibleFilterError("coredns_workload_plan: an input object does not have the shape of a Kubernetes API object (%s)" % exc) from exc
 
 
