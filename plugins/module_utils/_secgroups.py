@@ -512,8 +512,8 @@ def summary(evaluation, limit=EXAMPLES):
     lines = []
     for b in evaluation.get("blocked") or []:
         what = "; ".join("%s port %s" % (", ".join(d["cidrs"][:4]) + (" ..." if len(d["cidrs"]) > 4 else ""), d["ports"]) for d in b["blocked"])
-        lines.append("%s %s -> %s (%s): %s blocks %s [%s]" % (b["protocol"].upper(), b["client"], b["server"], b["server_address"],
-                                                            CHECK_TEXT.get(b["check"], b["check"]), what, b["by"]))
+        lines.append("%s %s -> %s (%s): %s blocks %s [%s]" % (
+            b["protocol"].upper(), b["client"], b["server"], b["server_address"], CHECK_TEXT.get(b["check"], b["check"]), what, b["by"]))
     return lines[:limit]
 
 
@@ -608,12 +608,12 @@ def fix_plan(evaluation, model, target_groups=None, manage_nacl=False, priority=
         for key, word in (("rules", "inbound"), ("rules_egress", "outbound")):
             for r in g[key]:
                 peer = r.get("group_id") or r.get("cidr_ip") or r.get("cidr_ipv6")
-                actions.append("%s (%s): add %s %s %d %s %s" % (g["group_id"], g["name"], word, r["proto"].upper(), DNS_PORT,
-                                                               "from" if key == "rules" else "to", ", ".join(peer)))
+                actions.append("%s (%s): add %s %s %d %s %s" % (
+                    g["group_id"], g["name"], word, r["proto"].upper(), DNS_PORT, "from" if key == "rules" else "to", ", ".join(peer)))
     if manage_nacl:
         for p in nacl_plans:
-            actions.extend("%s: add %s rule %d allow %s %s port %d-%d" % (p["nacl_id"], e["direction"], e["number"], e["protocol"], e["cidr"],
-                                                                         e["from_port"], e["to_port"]) for e in p["add"])
+            actions.extend("%s: add %s rule %d allow %s %s port %d-%d" % (
+                p["nacl_id"], e["direction"], e["number"], e["protocol"], e["cidr"], e["from_port"], e["to_port"]) for e in p["add"])
     return {"aws_groups": list(aws_groups.values()) if model["provider"] == "aws" else [], "nacls": nacl_plans if manage_nacl else [],
             "alibaba_calls": calls, "refused": refused, "reported": reported + ([c["cli"] for c in calls]), "actions": actions}
 

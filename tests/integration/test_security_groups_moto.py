@@ -36,8 +36,6 @@ import urllib.parse
 import pytest
 from conftest import ANSIBLE_BIN, COLLECTION
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _findings  # noqa: F401  (the collection is importable)
-
 CLOUD_VENV = pathlib.Path(os.environ.get("CLUSTERDNS_CLOUD_VENV", str(COLLECTION / ".cache" / "venv-cloud")))
 REQUIREMENTS = COLLECTION / "tests" / "integration" / "requirements-cloud.txt"
 KEY_ID = "AKIACLUSTERDNSTEST01"
@@ -219,8 +217,8 @@ def run(tmp_path, cloud_python, world, mode, *args, **variables):
     play = tmp_path / "play.yml"
     play.write_text(PLAY)
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": {"ansible_connection": "local",
-                                                                       "ansible_python_interpreter": "{{ ansible_playbook_python }}"}}}}))
+    host = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    inventory.write_text(json.dumps({"all": {"hosts": {"localhost": host}}}))
     extra = {"mode": mode, "out": str(out), "security_groups_python": str(cloud_python), "security_groups_region": REGION,
              "security_groups_endpoint_url": world["url"], "security_groups_vpc_id": world["vpc"],
              "security_groups_dns_servers": [{"name": "kube-system/coredns-5d78c9869d-7xk2p", "address": "10.0.1.200"}],
