@@ -139,6 +139,8 @@ def test_failed_verification_restores_the_configuration(bed, tmp_path):
     assert proc.returncode != 0
     assert "failed verification and was undone" in proc.stdout, proc.stdout[-3000:]
     assert "Ask dnsmasq from behind the admitted interface" in proc.stdout
+    assert "dnsmasq did not answer 169.254.25.10 www.bed.test from network namespace %s after the change: 0 of 3 queries answered, timeout" \
+        % bed["pod"] in proc.stdout.replace("\n", " "), proc.stdout[-3000:]
     assert conf(bed) == before_conf  # restored from the backup, which is kept
     assert len(backups(bed)) == 1
     assert "Restart dnsmasq with the restored configuration" in proc.stdout

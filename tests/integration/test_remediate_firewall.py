@@ -137,5 +137,7 @@ def test_failed_verification_restores_the_ruleset(bed, tmp_path):
     assert proc.returncode != 0
     assert "failed verification and was undone" in proc.stdout, proc.stdout[-3000:]
     assert "Ask the DNS server from behind the firewall" in proc.stdout
+    assert "10.244.0.1 did not answer www.bed.test from network namespace %s after the change: UDP 0 of 3 queries answered, unreachable" % bed["pod"] \
+        in proc.stdout.replace("\n", " "), proc.stdout[-3000:]
     assert ruleset(bed) == before  # the ACCEPT is gone again, byte-identical but for counters
     assert len(backups(bed)) == 1
