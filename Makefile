@@ -24,14 +24,14 @@ export PY_COLORS := 0
 APT_PACKAGES := dnsmasq-base iptables nftables conntrack iproute2 bind9-dnsutils dnsperf bpftrace \
                 shellcheck openssl podman runc catatonit debootstrap rsync procps kmod bpftool iputils-ping chromium
 
-.PHONY: help setup apt venv compat-venv link awx-collection diagnose test demo lint sanity units integration molecule bench clean
+.PHONY: help setup apt venv compat-venv cloud-venv link awx-collection diagnose test demo lint sanity units integration molecule bench clean
 
 help:
 	@echo "make diagnose   - run playbooks/diagnose.yml against this machine (report in ./clusterdns-report)"
 	@echo "make test       - set up, then lint, sanity, unit, integration and molecule tests"
 	@echo "make setup      - only the set-up (apt packages, .venv, collection link)"
 
-setup: apt venv compat-venv link awx-collection
+setup: apt venv compat-venv cloud-venv link awx-collection
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
@@ -62,6 +62,17 @@ $(COMPAT)/.installed: requirements.txt tests/requirements-compat.txt
 	@test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
 	@$(COMPAT)/bin/python -m pip install -q -U pip
 	@cd tests && $(COMPAT)/bin/python -m pip install -q -r requirements-compat.txt
+	@touch $@
+
+# The cloud interpreter of the security_groups role (boto3/botocore, moto's server, the Alibaba Cloud ECS
+# SDK): a venv of its own, because boto3 pins python-dateutil < 3 and kubernetes needs >= 3 (docs/security_groups.md).
+CLOUD := $(CACHE)/venv-cloud
+cloud-venv: $(CLOUD)/.installed
+$(CLOUD)/.installed: tests/integration/requirements-cloud.txt
+	@echo "setup: creating $(CLOUD) (cloud API interpreter for the security_groups tests)"
+	@test -x $(CLOUD)/bin/python || $(PYTHON) -m venv $(CLOUD)
+	@$(CLOUD)/bin/python -m pip install -q -U pip
+	@$(CLOUD)/bin/python -m pip install -q -r tests/integration/requirements-cloud.txt
 	@touch $@
 
 link:
