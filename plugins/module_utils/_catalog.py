@@ -124,8 +124,9 @@ CATALOG = {
         ["nodelocaldns"], ["clusterdns.doctor.nodelocaldns"], [NODELOCAL, K56903]),
     "NLD003": _entry(
         "error", "cluster", "NodeLocal DNSCache set up for the wrong kube-proxy mode",
-        "In IPVS mode node-cache must not listen on the kube-dns ClusterIP and kubelet clusterDNS must point at "
-        "the local address; in iptables mode it listens on both.",
+        "In IPVS mode node-cache must not listen on the kube-dns ClusterIP (IPVS owns it on kube-ipvs0) and kubelet "
+        "clusterDNS must point at the local address; in iptables mode it listens on both. kube-proxy's mode is read "
+        "from its ConfigMap (config.conf) or DaemonSet arguments.",
         ["nodelocaldns"], ["clusterdns.doctor.nodelocaldns"], [NODELOCAL, "https://github.com/rancher/rke/issues/2093"]),
     "SG001": _entry(
         "error", "cluster", "Cloud security group or network ACL blocks DNS",
@@ -193,8 +194,11 @@ CATALOG = {
         ["coredns"], ["clusterdns.doctor.coredns"], [NODELOCAL, SEED_ACK]),
     "CDNS009": _entry(
         "warning", "cluster", "CoreDNS out of CPU or over capacity",
-        "CoreDNS at its CPU limit is throttled; queries queue and time out.",
-        ["coredns", "nodelocaldns"], ["clusterdns.doctor.coredns"], [SEED_ACK]),
+        "CoreDNS at its CPU limit is throttled and one replica serves only so many queries per second; queries "
+        "queue and time out. When more queries wait on the upstream than forward's max_concurrent allows, CoreDNS "
+        "answers the rest REFUSED at once (an error). Measured from the CoreDNS pods' :9153 metrics over an interval.",
+        ["coredns", "nodelocaldns"], ["clusterdns.doctor.coredns"],
+        [SEED_ACK, "https://github.com/coredns/deployment/blob/master/kubernetes/Scaling_CoreDNS.md", "https://coredns.io/plugins/forward/"]),
     "CDNS010": _entry(
         "error", "cluster", "Upstream DNS failures",
         "CoreDNS logs i/o timeouts or SERVFAIL/REFUSED from its upstream; the fault is beyond the cluster.",
