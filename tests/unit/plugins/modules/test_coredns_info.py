@@ -61,3 +61,20 @@ def test_bad_options_fail_naming_the_option(tmp_path, closed_port):
     rc, result = run_module(tmp_path, "coredns_info", {"kubeconfig": kubeconfig(tmp_path, closed_port), "label_selector": "k8s-app"})
     # the selector is checked before anything is asked of the API server
     assert rc == 1 and "label_selector" in result["msg"] and "key=value" in result["msg"]
+
+
+@pytest.mark.parametrize("args,message", [
+    ({"metrics_interval": -1}, "metrics_interval: -1.0 is not between 0 and 300 seconds"),
+    ({"metrics_interval": 301}, "metrics_interval: 301.0 is not between 0 and 300 seconds"),
+    ({"metrics_port": 0}, "metrics_port: 0 is not a port number"),
+    ({"metrics_port": 70000}, "metrics_port: 70000 is not a port number"),
+])
+def test_bad_metrics_options_fail_before_any_request(tmp_path, closed_port, args, message):
+    rc, result = run_module(tmp_path, "coredns_info", dict(args, kubeconfig=kubeconfig(tmp_path, closed_port), metrics=True))
+    assert rc == 1 and message in result["msg"]
+
+
+def test_metrics_of_an_unreachable_cluster_are_not_read(tmp_path, closed_port):
+    rc, result = run_module(tmp_path, "coredns_info", {"kubeconfig": kubeconfig(tmp_path, closed_port), "request_timeout": 3,
+                                                       "metrics": True, "metrics_interval": 1})
+    assert rc == 0 and result["cluster"]["available"] is False and "metrics" not in result["cluster"]
