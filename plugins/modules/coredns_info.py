@@ -45,7 +45,7 @@ notes:
     C(get pods/proxy) for O(metrics=true).
   - O(metrics=true) takes O(metrics_interval) seconds (one sleep for all pods). A pod whose metrics
     cannot be read (HTTP 403 without C(pods/proxy), no C(prometheus) plugin on O(metrics_port)) is
-    listed in RV(cluster.metrics.errors); no pod read at all gives RV(cluster.metrics.available=false).
+    listed in C(errors) of RV(cluster.metrics); no pod read at all gives C(available=false) there.
   - The CoreDNS version comes from the image tag. Images pinned by digest only, or with a tag that
     is not a version, give a C(null) version in RV(cluster.coredns).
 extends_documentation_fragment:

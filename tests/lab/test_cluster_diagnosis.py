@@ -252,7 +252,9 @@ def test_cdns009_fires_when_coredns_refuses_queries_over_max_concurrent(api, tmp
 def diagnose_kubeconfig(api, tmp_path):
     """A kubeconfig whose token belongs to a service account bound to the shipped ClusterRole and
     metrics Role only."""
-    role, metrics_role = list(yaml.safe_load_all(RBAC.read_text()))
+    shipped = yaml.safe_load(RBAC.read_text())
+    assert shipped["kind"] == "List"
+    role, metrics_role = shipped["items"]
     assert (role["kind"], metrics_role["kind"], metrics_role["metadata"]["namespace"]) == ("ClusterRole", "Role", "kube-system")
     name = role["metadata"]["name"]
     created = []
