@@ -417,8 +417,8 @@ def _deployment_patches(plan, dep, opts, wanted, autoscaler, autoscaler_cm, hpas
             if int(spec.get("minReplicas") or 1) < minimum:
                 patch = {"spec": {"minReplicas": minimum}}
                 undo = {"spec": {"minReplicas": spec.get("minReplicas")}}
-                text = "HorizontalPodAutoscaler %s/%s minReplicas %s -> %d" % (_meta(hpa, "namespace"), _meta(hpa, "name"),
-                                                                            spec.get("minReplicas", 1), minimum)
+                text = "HorizontalPodAutoscaler %s/%s minReplicas %s -> %d" % (
+                    _meta(hpa, "namespace"), _meta(hpa, "name"), spec.get("minReplicas", 1), minimum)
                 if int(spec.get("maxReplicas") or 0) < minimum:
                     patch["spec"]["maxReplicas"] = minimum
                     undo["spec"]["maxReplicas"] = spec.get("maxReplicas")
@@ -437,8 +437,8 @@ def _deployment_patches(plan, dep, opts, wanted, autoscaler, autoscaler_cm, hpas
         if mode == "none":
             plan.kept.append("spreading over nodes not requested (coredns_spread: none)")
         elif has_anti or has_tsc:
-            plan.kept.append("Deployment %s/%s already has %s" % (_meta(dep, "namespace"), name,
-                                                                 "podAntiAffinity" if has_anti else "topologySpreadConstraints"))
+            plan.kept.append("Deployment %s/%s already has %s" % (
+                _meta(dep, "namespace"), name, "podAntiAffinity" if has_anti else "topologySpreadConstraints"))
         elif not selector.get("matchLabels") and not selector.get("matchExpressions"):
             plan.refused.append("Deployment %s/%s has no pod selector to spread by" % (_meta(dep, "namespace"), name))
         else:

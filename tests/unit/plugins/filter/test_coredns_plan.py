@@ -31,8 +31,8 @@ def test_workload_plan_bad_input(args, message):
 
 
 def test_workload_plan_through_the_filter():
-    plan = FILTERS["coredns_workload_plan"]({"deployment": DEPLOYMENT, "deployments": [DEPLOYMENT], "pdbs": [], "hpas": []}, ["CDNS002"],
-                                           {"min_replicas": 2})
+    facts = {"deployment": DEPLOYMENT, "deployments": [DEPLOYMENT], "pdbs": [], "hpas": []}
+    plan = FILTERS["coredns_workload_plan"](facts, ["CDNS002"], {"min_replicas": 2})
     assert [c["definition"] for c in plan["changes"] if c["kind"] == "Deployment"] == [{"spec": {"replicas": 2}}]
 
 
