@@ -29,6 +29,7 @@ MODES = ("iptables", "ipvs")
 # The comments node-cache (k8s.io/dns cmd/node-cache) puts on every rule it installs.
 COMMENTS = ("NodeLocal DNS Cache: skip conntrack", "NodeLocal DNS Cache: allow DNS traffic")
 _TOOLS = {"ipv4": "iptables", "ipv6": "ip6tables"}
+_ULA = ipaddress.ip_network("fc00::/7")
 
 
 def _ip(text, what):
@@ -49,12 +50,12 @@ def listen_addresses(mode, local_ip, cluster_ips=()):
     if mode not in MODES:
         raise ValueError("kube-proxy mode must be one of %s, got %r" % (", ".join(MODES), mode))
     local = _ip(local_ip, "nodelocaldns_local_ip")
-    if not (local.is_link_local or local.is_private) or local.is_loopback:
-        raise ValueError("nodelocaldns_local_ip %s must be a link-local (169.254.0.0/16, fe80::/10) or private (fd00::/8) address "
-                         "that cannot collide with a node, pod or Service address" % local)
-    result = [str(local)]
     if str(local) in [str(c).strip() for c in cluster_ips or ()]:
         raise ValueError("nodelocaldns_local_ip %s is the kube-dns ClusterIP: choose an unused link-local address such as 169.254.20.10" % local)
+    if not (local.is_link_local or (local.version == 6 and local in _ULA)):
+        raise ValueError("nodelocaldns_local_ip %s must be a link-local (169.254.0.0/16) or fd00::/8 address "
+                         "that cannot collide with a node, pod or Service address" % local)
+    result = [str(local)]
     if mode == "iptables":
         for text in cluster_ips or ():
             ip = _ip(text, "kube-dns ClusterIP")

@@ -178,7 +178,9 @@ def test_blackhole_leftovers_removed_by_the_node_part(api, no_nodelocal, tmp_pat
     assert dry.rc == 0, dry.tail()
     assert "NLD001" in dry.report["before"]["ids"]
     assert len(nodecache_rules(1)) == 12 and LOCAL in addresses(1), "--check removes nothing"
-    assert "iptables -t raw -D PREROUTING -d 169.254.20.10/32" in dry.out
+    planned = dry.result("node1", "clusterdns_remediate_result_nodelocaldns_node")
+    assert planned["changed"] is False and len(planned["actions"]) == 14, planned
+    assert any(a.startswith("node1: iptables -t raw -D PREROUTING -d 169.254.20.10/32 -p udp") for a in planned["actions"]), planned
 
     run = remediate(tmp_path)
     assert run.rc == 0, run.tail()
@@ -215,7 +217,7 @@ def test_failed_verification_removes_what_was_created(api, no_nodelocal, tmp_pat
 
 @pytest.mark.parametrize("variables, message", [
     ({"nodelocaldns_local_ip": "10.96.0.10"}, "is the kube-dns ClusterIP"),
-    ({"nodelocaldns_local_ip": "192.0.2.53"}, "must be a link-local"),
+    ({"nodelocaldns_local_ip": "10.0.0.10"}, "must be a link-local"),
     ({"nodelocaldns_kube_proxy_mode": "nftables"}, "nodelocaldns_kube_proxy_mode"),
 ])
 def test_bad_input_changes_nothing(api, no_nodelocal, tmp_path, variables, message):

@@ -43,6 +43,7 @@ def test_cluster_ips_of_the_other_family_are_left_out():
 @pytest.mark.parametrize("mode, local, message", [
     ("nftables", "169.254.20.10", "kube-proxy mode must be one of iptables, ipvs"),
     ("iptables", "8.8.8.8", "link-local"),
+    ("iptables", "10.0.0.10", "link-local"),
     ("iptables", "127.0.0.10", "link-local"),
     ("iptables", "10.96.0.10", "is the kube-dns ClusterIP"),
     ("iptables", "169.254.20", "must be an IP address"),
