@@ -231,8 +231,8 @@ def rollout(daemonset, pods=(), nodes=()):
         current = int(status["observedGeneration"]) >= int(meta.get("generation") or 0)
         counts = {key: int(status.get(key) or 0) for key in ("updatedNumberScheduled", "numberReady", "numberAvailable")}
         ready = current and all(v >= desired for v in counts.values()) and not int(status.get("numberUnavailable") or 0)
-        summary = "%s: %d of %d pods ready, %d updated%s" % (name, counts["numberReady"], desired, counts["updatedNumberScheduled"],
-                                                            "" if current else " (controller has not seen the latest change yet)")
+        lag = "" if current else " (controller has not seen the latest change yet)"
+        summary = "%s: %d of %d pods ready, %d updated%s" % (name, counts["numberReady"], desired, counts["updatedNumberScheduled"], lag)
         return {"ready": ready, "desired": desired, "ready_count": counts["numberReady"], "source": "status", "summary": summary}
     spec = daemonset.get("spec") or {}
     selector = (spec.get("selector") or {}).get("matchLabels") or {}
