@@ -242,6 +242,7 @@ diff:
 import contextlib
 import copy
 import json
+import os
 import time
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _corefile, _corefile_edit
@@ -503,10 +504,12 @@ def main():
         _corefile_edit.normalize(p["edits"])
     except ValueError as exc:
         module.fail_json(msg="%s" % exc)
+    if isinstance(p.get("kubeconfig"), str) and not os.path.exists(os.path.expanduser(p["kubeconfig"])):
+        module.fail_json(msg="kubeconfig %s does not exist; nothing changed" % p["kubeconfig"])
     try:
         api = Api(module, p["request_timeout"])
     except Exception as exc:  # pylint: disable=broad-except  # kubeconfig problems surface as many types
-        module.fail_json(msg="no Kubernetes client: %s" % exc)
+        module.fail_json(msg="no Kubernetes client (%s); nothing changed" % str(exc).strip().splitlines()[0])
     try:
         result = run(module, api)
     except ApiError as exc:
