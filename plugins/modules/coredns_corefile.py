@@ -36,7 +36,7 @@ requirements:
 notes:
   - Needs C(get) and C(update) on the ConfigMap, C(list) on pods, and C(get) on C(pods/log) for O(wait).
   - CoreDNS sees a ConfigMap change when the kubelet refreshes the pod's ConfigMap volume (its sync period, about
-    a minute by default) and the C(reload) plugin's next check (every 30 s plus up to 15 s of jitter by default):
+    a minute by default) and the C(reload) plugin's next check (every 30 s plus up to 15 s of jitter by default),
     up to about two minutes in a real cluster, which is why O(wait_timeout) defaults to 120 s.
   - Plugin names are checked against CoreDNS releases; plugin options and arguments are checked by CoreDNS itself
     when it reloads (a rejected reload is reported with CoreDNS's message).
@@ -145,7 +145,7 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reads and plans; writes nothing. RV(changed) and the diff say what a real run would write.
+    details: Reads and plans; writes nothing. C(changed) and the diff say what a real run would write.
   diff_mode:
     support: full
     details: The Corefile before and after.
@@ -504,7 +504,8 @@ def main():
         _corefile_edit.normalize(p["edits"])
     except ValueError as exc:
         module.fail_json(msg="%s" % exc)
-    if isinstance(p.get("kubeconfig"), str) and not os.path.exists(os.path.expanduser(p["kubeconfig"])):
+    kubeconfig = p.get("kubeconfig")
+    if isinstance(kubeconfig, str) and not kubeconfig.startswith("~") and not os.path.exists(kubeconfig):
         module.fail_json(msg="kubeconfig %s does not exist; nothing changed" % p["kubeconfig"])
     try:
         api = Api(module, p["request_timeout"])
