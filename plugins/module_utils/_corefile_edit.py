@@ -394,7 +394,7 @@ def reload_events(log_text):
     return {"complete": complete, "failed": failed, "last_failure": last}
 
 
-DONE = ("reloaded", "restarted", "started", "gone")
+DONE = ("reloaded", "restarted", "started", "gone", "not_ready")
 
 
 def judge_reload(baseline, now):
@@ -408,10 +408,17 @@ def judge_reload(baseline, now):
     ``waiting`` otherwise; pods is ``[{name, status, detail}]``.
     """
     pods = []
+    # A replica that was not ready before the write (crash-looping on the old Corefile, say) is not
+    # waited for while another one serves: its back-off can outlast any timeout.
+    serving = any(b.get("ready") for b in baseline.values())
     for name in sorted(set(baseline) | set(now)):
         base, cur = baseline.get(name), now.get(name)
         if cur is None:
             pods.append({"name": name, "status": "gone", "detail": "pod deleted since the write"})
+            continue
+        if base is not None and serving and not base.get("ready") and base.get("uid") == cur.get("uid") and not cur.get("ready"):
+            pods.append({"name": name, "status": "not_ready", "detail": "not ready before the write (%s); not waited for"
+                         % (base.get("waiting_reason") or "not ready")})
             continue
         fresh = base is None or base.get("uid") != cur.get("uid")
         restarted = not fresh and (cur.get("restarts") or 0) > (base.get("restarts") or 0)
@@ -435,6 +442,6 @@ def judge_reload(baseline, now):
             pods.append({"name": name, "status": "waiting", "detail": "no reload logged yet"})
     if any(p["status"] == "failed" for p in pods):
         return "failed", pods
-    if pods and all(p["status"] in DONE for p in pods) and any(p["status"] != "gone" for p in pods):
+    if pods and all(p["status"] in DONE for p in pods) and any(p["status"] not in ("gone", "not_ready") for p in pods):
         return "reloaded", pods
     return "waiting", pods

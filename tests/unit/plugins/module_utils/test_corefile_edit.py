@@ -277,3 +277,17 @@ def test_judge_reload():
                                                       "coredns-b": pod(uid="u2", text=RELOADED)})
     assert status == "failed" and "CrashLoopBackOff" in pods[0]["detail"]
     assert _corefile_edit.judge_reload(base, {})[0] == "waiting"  # no pod at all is not a reload
+
+
+def test_a_replica_not_ready_before_the_write_is_not_waited_for_while_another_serves():
+    # the lab's corefile-invalid: replica a crash-loops on the old Corefile, b serves; the fix reloads b
+    base = {"coredns-a": pod(restarts=3, ready=False, waiting="CrashLoopBackOff"), "coredns-b": pod(uid="u2", text=START)}
+    status, pods = _corefile_edit.judge_reload(base, {"coredns-a": pod(restarts=3, ready=False, waiting="CrashLoopBackOff"),
+                                                      "coredns-b": pod(uid="u2", text=RELOADED)})
+    assert status == "reloaded" and pods[0]["status"] == "not_ready" and "CrashLoopBackOff" in pods[0]["detail"]
+    # b has not reloaded yet: still waiting (a alone proves nothing)
+    assert _corefile_edit.judge_reload(base, {"coredns-a": base["coredns-a"], "coredns-b": pod(uid="u2", text=START)})[0] == "waiting"
+    # nothing served before: the replicas are waited for until they restart onto the new Corefile and get ready
+    down = {"coredns-a": pod(restarts=3, ready=False, waiting="CrashLoopBackOff")}
+    assert _corefile_edit.judge_reload(down, {"coredns-a": pod(restarts=3, ready=False, waiting="CrashLoopBackOff")})[0] == "waiting"
+    assert _corefile_edit.judge_reload(down, {"coredns-a": pod(restarts=4, ready=True)})[0] == "reloaded"
