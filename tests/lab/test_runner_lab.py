@@ -33,8 +33,7 @@ GATE = "Fail when findings reach the clusterdns_fail_on threshold"
 REPORT_FILES = ["findings.json", "report.md", "junit.xml", "report.html", "clusterdns.prom"]
 RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
-pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("healed"),
-              pytest.mark.skipif(RUNNER is None, reason="ansible-runner is not installed (requirements-dev.txt)")]
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(RUNNER is None, reason="ansible-runner is not installed (requirements-dev.txt)")]
 
 
 def lab_waivers(today):
@@ -74,15 +73,20 @@ def private_data_dir(tmp_path, waivers):
     return pd
 
 
+def ansible_runner(pd, playbook, ident):
+    """``ansible-runner run PD -p PLAYBOOK --ident IDENT`` with this Python's ansible-playbook on PATH."""
+    env = dict(os.environ, PATH="%s%s%s" % (BIN, os.pathsep, os.environ.get("PATH", "")))
+    return subprocess.run([RUNNER, "run", str(pd), "-p", playbook, "--ident", ident], capture_output=True, text=True,
+                          env=env, timeout=900, check=False)
+
+
 class Job:
     """One ansible-runner job and what it left in artifacts/<ident>."""
 
     def __init__(self, tmp_path, ident, waivers):
         self.pd = private_data_dir(tmp_path, waivers)
         self.ident = ident
-        env = dict(os.environ, PATH="%s%s%s" % (BIN, os.pathsep, os.environ.get("PATH", "")))
-        run = subprocess.run([RUNNER, "run", str(self.pd), "-p", "diagnose.yml", "--ident", ident], capture_output=True, text=True,
-                             env=env, timeout=900, check=False)
+        run = ansible_runner(self.pd, "diagnose.yml", ident)
         self.rc = run.returncode
         self.output = run.stdout + run.stderr
         self.artifacts = self.pd / "artifacts" / ident
@@ -107,11 +111,17 @@ def token():
     return value.encode()
 
 
+def files_with(pd, secret):
+    """Every file under the private data dir (artifacts: command, stdout, job_events, fact_cache;
+    env; inventory; project with the report) that holds ``secret``."""
+    files = [p for p in pd.rglob("*") if p.is_file()]
+    assert any(p.parent.name == "job_events" for p in files) and any(p.name == "command" for p in files)
+    return sorted(str(p.relative_to(pd)) for p in files if secret in p.read_bytes())
+
+
 def assert_no_secret(job):
-    secret = token()
-    files = [p for p in job.pd.rglob("*") if p.is_file()]
-    assert any(p.parent.name == "job_events" for p in files) and any(p.parent.name == "fact_cache" for p in files)
-    leaked = [str(p) for p in files if secret in p.read_bytes()]
+    assert any((job.artifacts / "fact_cache").iterdir())
+    leaked = files_with(job.pd, token())
     assert leaked == [], "the lab's bearer token is in %s" % leaked
 
 
@@ -143,6 +153,7 @@ def assert_node_facts_from_the_lab_nodes(job, endpoints):
     assert job.report["cluster"]["status"] == "assessed" and job.report["cluster"]["server_version"].startswith("v1.")
 
 
+@pytest.mark.usefixtures("healed")
 def test_healthy_lab_is_a_successful_job(api, tmp_path):
     today = datetime.datetime.now(datetime.timezone.utc).date()
     job = Job(tmp_path, "compliant", lab_waivers(today))
@@ -165,6 +176,7 @@ def test_healthy_lab_is_a_successful_job(api, tmp_path):
     assert_no_secret(job)
 
 
+@pytest.mark.usefixtures("healed")
 def test_faulty_lab_is_a_failed_job_at_the_compliance_gate(api, tmp_path):
     today = datetime.datetime.now(datetime.timezone.utc).date()
     waivers = [*lab_waivers(today),
@@ -208,3 +220,20 @@ def test_faulty_lab_is_a_failed_job_at_the_compliance_gate(api, tmp_path):
     assert cases[("clusterdns.doctor.cluster", "CDNS002")].find("skipped").get("message").startswith("waived until ")
     assert "FAILED (" in (job.report_dir / "report.html").read_text()
     assert_no_secret(job)
+
+
+def test_the_secret_check_finds_a_token_passed_in_the_environment(tmp_path):
+    """The check above can fail: ansible-runner writes the job's environment, env/envvars included,
+    into artifacts/<ident>/command. A token handed to a job as an environment variable (as
+    K8S_AUTH_API_KEY) is in the artifacts; a kubeconfig path is not the token. No lab needed."""
+    secret = "clusterdns-fake-token-3c41d0e2"
+    pd = tmp_path / "pd"
+    (pd / "env").mkdir(parents=True)
+    (pd / "project").mkdir()
+    (pd / "project" / "noop.yml").write_text(
+        "- name: Nothing\n  hosts: localhost\n  gather_facts: false\n  tasks:\n"
+        "    - name: Say hello\n      ansible.builtin.debug:\n        msg: hello\n")
+    (pd / "env" / "envvars").write_text(yaml.safe_dump({"K8S_AUTH_API_KEY": secret}))
+    run = ansible_runner(pd, "noop.yml", "leak")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "artifacts/leak/command" in files_with(pd, secret.encode())
