@@ -404,8 +404,10 @@ def judge_reload(baseline, now):
     ``{pod name: {uid, restarts, ready, waiting_reason, events}}`` (``events`` from
     ``reload_events`` over the log since the same instant, None when unread). Returns
     ``(status, pods)``: status ``failed`` when a pod rejected it (or a restarted/new pod cannot run),
-    ``reloaded`` when every pod reloaded it (or restarted / started since, and is ready),
-    ``waiting`` otherwise; pods is ``[{name, status, detail}]``.
+    ``reloaded`` when every pod reloaded it (or restarted / started since, and is ready; a pod that
+    was not ready before the write counts as done while another one served), ``waiting`` otherwise;
+    pods is ``[{name, status, detail}]``, status ``reloaded``, ``restarted``, ``started``, ``gone``,
+    ``not_ready``, ``failed`` or ``waiting``.
     """
     pods = []
     # A replica that was not ready before the write (crash-looping on the old Corefile, say) is not
