@@ -9,6 +9,7 @@ See docs/lab.md.
 """
 
 import base64
+import calendar
 import ctypes
 import json
 import os
@@ -714,6 +715,7 @@ class Agent:
         self.written = {}      # cache of last-written objects, to avoid useless writes
         self.nodecache = {}    # node index -> args signature
         self.pod_created = set()
+        self.log_marks = {}    # log path -> [(time, size)], for the kubelet stand-in's sinceSeconds
 
     # ---- process supervision (kubelet-like restart with back-off)
     def ensure_proc(self, name, ns, cmd, env=None):
@@ -975,7 +977,35 @@ class Agent:
         return out, env
 
     # ---- the kubelet's log endpoint, so that `kubectl logs` / kubernetes.core.k8s_log work
+    def note_log_sizes(self):
+        """Remember (time, size) of every pod log once a second (the last two hours), so that the
+        kubelet stand-in can answer sinceSeconds / sinceTime as a kubelet does."""
+        now = time.time()
+        for name in os.listdir(sp("logs")) if os.path.isdir(sp("logs")) else []:
+            path = sp("logs", name)
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                continue
+            marks = self.log_marks.setdefault(path, [])
+            if size < (marks[-1][1] if marks else 0):
+                marks.clear()  # truncated (a test emptied it)
+            if not marks or marks[-1][1] != size:
+                marks.append((now, size))
+            while marks and marks[0][0] < now - 7200 and len(marks) > 1:
+                marks.pop(0)
+
+    def log_offset(self, path, since):
+        """Byte offset of the first line written at or after ``since`` (0 when unknown)."""
+        offset = 0
+        for t, size in self.log_marks.get(path, []):
+            if t >= since:
+                break
+            offset = size
+        return offset
+
     def start_kubelet_api(self):
+        agent = self
         import http.server
         import urllib.parse
 
@@ -1002,6 +1032,15 @@ class Agent:
                 data = read(f, None) if f else None
                 if data is None:
                     return self.reply(404, b"no such container log\n")
+                since = None
+                if "sinceSeconds" in q:
+                    since = time.time() - int(q["sinceSeconds"][0])
+                elif "sinceTime" in q:
+                    since = calendar.timegm(time.strptime(q["sinceTime"][0][:19], "%Y-%m-%dT%H:%M:%S"))
+                if since is not None:
+                    # what a runtime knows from its per-line timestamps: the agent notes each log's size
+                    # once a second, so a line is as old as the first note that saw it
+                    data = data[agent.log_offset(f, since):]
                 lines = data.splitlines(True)
                 if "tailLines" in q:
                     lines = lines[-int(q["tailLines"][0]):] if int(q["tailLines"][0]) > 0 else []
@@ -1048,7 +1087,7 @@ class Agent:
         signal.signal(signal.SIGTERM, lambda *a: stopping.append(1))
         while not stopping:
             t0 = time.time()
-            for fn in (self.sync_coredns, self.sync_workload_pods, self.sync_nodelocal):
+            for fn in (self.sync_coredns, self.sync_workload_pods, self.sync_nodelocal, self.note_log_sizes):
                 try:
                     fn()
                 except Exception as exc:  # noqa: BLE001 - keep supervising whatever fails
