@@ -29,7 +29,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import lab, labctl
+from conftest import lab, labctl, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("healed")]
 
@@ -99,6 +99,7 @@ def remediate(tmp_path, *args, extra=None, name="run"):
     cmd = [str(COLLECTION / ".venv" / "bin" / "ansible-playbook"), str(COLLECTION / "playbooks" / "remediate.yml"), "--tags", "coredns",
            "-e", json.dumps(variables), *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    (tmp_path / ("%s.log" % name)).write_text(proc.stdout + proc.stderr)
     found = json.loads((report / "findings.json").read_text()) if (report / "findings.json").exists() else None
     return proc, found
 
@@ -149,7 +150,8 @@ def test_autopath_is_removed_by_a_reload_without_restart_and_no_lookup_fails(api
         proc, report = remediate(tmp_path)
     ok(proc)
     cm = api.get(CONFIGMAP)["data"]
-    assert "autopath" not in cm["Corefile"] and "pods verified" in cm["Corefile"]  # pods insecure only when asked
+    assert "autopath" not in cm["Corefile"], proc.stdout[-6000:]
+    assert "pods verified" in cm["Corefile"]  # pods insecure only when asked
     assert cm["Corefile-backup"] == with_autopath
     # reloaded, not restarted: the same processes, no container restart, and each logged the reload
     assert pods(api) == before
@@ -233,3 +235,18 @@ def test_a_corefile_that_does_not_parse_is_refused_naming_its_line(api, tmp_path
     finally:
         # CoreDNS never loaded the broken file, so putting the original back needs no reload
         api.patch(CONFIGMAP, {"data": {"Corefile": original_corefile}})
+
+
+def test_unknown_directive_removed_by_a_user_edit_while_a_replica_crash_loops(api, tmp_path, original_corefile):
+    # corefile-invalid: 'cahce 30' in the ConfigMap; replica b rejected it at reload and serves the old
+    # Corefile, replica a was restarted into it and crash-loops. The edit removes the directive: b reloads,
+    # a is not waited for (not ready before the write) and comes back on the fixed Corefile.
+    labctl("fault", "corefile-invalid")
+    proc, report = remediate(tmp_path, extra={"clusterdns_remediate_force": ["coredns"],
+                                              "coredns_corefile_edits": [{"plugin": "cahce", "state": "absent"}]})
+    ok(proc)
+    assert "cahce" not in api.get(CONFIGMAP)["data"]["Corefile"]
+    reload = {p["name"]: p["status"] for p in corefile_result(report)["reload"]["pods"]}
+    assert reload["coredns-b"] == "reloaded" and reload["coredns-a"] in ("not_ready", "restarted"), corefile_result(report)["reload"]
+    assert "CDNS011" in report["before"]["ids"] and "CDNS011" not in ids(report)
+    assert wait_until(lambda: lab.ready_replicas() == 2, 60), "replica a did not come back on the fixed Corefile"
