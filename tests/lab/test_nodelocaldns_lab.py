@@ -159,8 +159,7 @@ def test_deploy_idempotent_check_and_uninstall(api, no_nodelocal, tmp_path):
     for node in (1, 2):
         assert nodecache_rules(node) == [], nodecache_rules(node)
         assert LOCAL not in addresses(node)
-    rc, out = dig(lab.pod_ns(1), "kubernetes.default", "+short")
-    assert rc == 0 and out.strip() == "10.96.0.1", out
+    assert short(lab.pod_ns(1), "kubernetes.default", "+search") == "10.96.0.1", "pod DNS through 10.96.0.10 and the search path"
 
     # uninstall again: nothing to do
     again = remediate(tmp_path, "-e", "nodelocaldns_state=absent")
