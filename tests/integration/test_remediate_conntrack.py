@@ -150,10 +150,12 @@ def test_remediate_raises_the_full_table_persists_it_and_ct001_goes_away(tmp_pat
     assert result["changed"] is False and result["actions"] == []
     # >=: the limit is global, another process may have raised it meanwhile; the role never lowers it.
     assert read_int(MAX) >= expected
-    # Diagnose agrees.
-    diag = run_playbook("diagnose.yml", "-e", json.dumps({"clusterdns_report_dir": str(tmp_path / "diag")}))
+    # Diagnose agrees. Given the drop-in, "table full" lines the kernel logged before it was written
+    # (another test's full table, earlier in this boot) count as history: at most an info.
+    diag = run_playbook("diagnose.yml", "-e", json.dumps({"clusterdns_report_dir": str(tmp_path / "diag"),
+                                                          "conntrack_sysctl_file": files["conntrack_sysctl_file"]}))
     assert diag.returncode == 0, diag.stdout[-4000:]
-    assert not ct001(load_report(tmp_path / "diag"))
+    assert [f for f in ct001(load_report(tmp_path / "diag")) if f["severity"] != "info"] == []
 
 
 @pytest.mark.parametrize("extra, message", [
