@@ -75,7 +75,8 @@ def _entry(item, what):
         if not words:
             raise InvalidInput("%s: empty line" % what)
         item = {"name": words[0], "args": words[1:]}
-    if not isinstance(item, dict) or set(item) - {"name", "args"} or not isinstance(item.get("name"), str):
+    if not isinstance(item, dict) or set(item) - {"name", "args", "block", "lineno", "comments", "end_comments"} or item.get("block") \
+            or not isinstance(item.get("name"), str):
         raise InvalidInput("%s must be {name, args} or a line of words, got %r" % (what, item))
     if not _OPTION_RE.match(item["name"]):
         raise InvalidInput("%s: %r is not a directive name" % (what, item["name"]))

@@ -404,7 +404,6 @@ def reload_message(reload, namespace, configmap, backup_key, restore):
 
 def run(module, api):
     p = module.params
-    edits = _corefile_edit.normalize(p["edits"])
     path = "/api/v1/namespaces/%s/configmaps/%s" % (p["namespace"], p["configmap"])
     where = "ConfigMap %s/%s" % (p["namespace"], p["configmap"])
     try:
@@ -439,7 +438,7 @@ def run(module, api):
             warnings = []
             reload_plugin = _has_reload(text)
         else:
-            plan = _corefile_edit.plan(text, edits, version, source="%s data.%s" % (where, p["key"]))
+            plan = _corefile_edit.plan(text, p["edits"], version, source="%s data.%s" % (where, p["key"]))
             new, changed, actions, warnings, reload_plugin = plan["after"], plan["changed"], plan["actions"], plan["warnings"], plan["reload_plugin"]
         result.update(corefile=new, previous=text, actions=actions, notices=warnings,
                       configmap={"namespace": p["namespace"], "name": p["configmap"], "resource_version": cm["metadata"].get("resourceVersion")})

@@ -291,3 +291,11 @@ def test_a_replica_not_ready_before_the_write_is_not_waited_for_while_another_se
     down = {"coredns-a": pod(restarts=3, ready=False, waiting="CrashLoopBackOff")}
     assert _corefile_edit.judge_reload(down, {"coredns-a": pod(restarts=3, ready=False, waiting="CrashLoopBackOff")})[0] == "waiting"
     assert _corefile_edit.judge_reload(down, {"coredns-a": pod(restarts=4, ready=True)})[0] == "reloaded"
+
+
+def test_normalize_is_idempotent():
+    edits = [{"plugin": "log", "args": ["."], "block": ["class denial error"], "after": "errors"}, {"plugin": "cache", "args": 30}]
+    once = _corefile_edit.normalize(edits)
+    assert _corefile_edit.normalize(once) == once
+    text = corefile_of("kubeadm-k8s119-configmap.yaml")
+    assert plan(text, once)["after"] == plan(text, edits)["after"]
