@@ -29,7 +29,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import lab, labctl, wait_until
+from conftest import lab, labctl, short, wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("healed")]
 
@@ -164,12 +164,14 @@ def test_autopath_is_removed_by_a_reload_without_restart_and_no_lookup_fails(api
     assert any(a.startswith("server block .:53: removed autopath @kubernetes") for a in result["actions"]), result
     assert result["reload"]["status"] == "reloaded" and {p["name"] for p in result["reload"]["pods"]} == {"coredns-a", "coredns-b"}
     assert [r["classification"] for r in result["probe"]["after"]] == ["ok"] * 3  # ClusterIP and both replicas
-    # a second run has nothing to do
+    # a second run has nothing to do: no finding left, and the same edit asked again is already there
     rv = api.get(CONFIGMAP)["metadata"]["resourceVersion"]
-    proc, report = remediate(tmp_path, extra={"clusterdns_remediate_force": ["coredns"]}, name="again")
+    proc, report = remediate(tmp_path, extra={"clusterdns_remediate_force": ["coredns"],
+                                              "coredns_corefile_edits": [{"plugin": "autopath", "state": "absent"}]}, name="again")
     ok(proc)
     assert api.get(CONFIGMAP)["metadata"]["resourceVersion"] == rv
-    assert corefile_result(report)["changed"] is False and "already has what" in corefile_result(report)["skipped_reason"]
+    again = corefile_result(report)
+    assert again["changed"] is False and again["skipped_reason"] == "the Corefile already has what coredns_corefile_edits calls for", again
 
 
 def test_no_log_plugin_gets_errors_and_log_with_denial_and_error(api, tmp_path, original_corefile):
@@ -211,6 +213,19 @@ def test_a_corefile_coredns_rejects_is_rolled_back_and_dns_never_breaks(api, tmp
         assert text.index("Corefile changed but reload failed") < text.rindex("Reloading complete"), (slot, text)
     assert pods(api) == before
     assert probe["sent"] >= 40 and probe["failures"] == [], probe
+
+
+def test_answers_worse_after_the_reload_roll_the_change_back(api, tmp_path, original_corefile):
+    # CoreDNS accepts this Corefile, but cluster.local is no longer its zone: the names the probe asks
+    # go to the upstream, which refuses them. The probe after the reload sees it; the role puts the
+    # previous Corefile back and cluster names resolve again.
+    edits = [{"plugin": "kubernetes", "args": ["cluster.invalid", "in-addr.arpa", "ip6.arpa"]}]
+    proc, report = remediate(tmp_path, extra={"clusterdns_remediate_force": ["coredns"], "coredns_corefile_edits": edits})
+    assert proc.returncode != 0
+    assert "CoreDNS answers worse with the new Corefile: 10.96.0.10/udp/" in proc.stdout, proc.stdout[-6000:]
+    assert "was undone" in proc.stdout and "CoreDNS reloaded it" in proc.stdout
+    assert api.get(CONFIGMAP)["data"]["Corefile"] == original_corefile
+    assert short(lab.pod_ns(1), "kubernetes.default.svc.cluster.local") == "10.96.0.1"
 
 
 def test_a_plugin_coredns_does_not_have_is_refused_before_any_write(api, tmp_path, original_corefile):
