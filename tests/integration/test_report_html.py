@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import re
 import shutil
-import struct
-import subprocess
+import sys
 
 import pytest
 from conftest import COLLECTION, FIXTURES, load_report, run_playbook
 
-CHROMIUM = shutil.which("chromium")
-UNSHARE = shutil.which("unshare")
+sys.path.insert(0, str(COLLECTION / "tests" / "utils"))
+from headless_chromium import CHROMIUM, UNSHARE, chromium, png_size  # noqa: E402
 
 pytestmark = [
     pytest.mark.netns,
@@ -30,30 +28,7 @@ pytestmark = [
 ]
 
 WIDTH, HEIGHT = 1280, 2000
-# Requests Chromium itself makes on start (component updater, network time); the page makes none.
-BROWSER_HOSTS = re.compile(r"^https?://([a-z0-9-]+\.)*(google\.com|googleapis\.com|gvt1\.com|gstatic\.com)(/|$)")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-default-apps", "--disable-extensions",
-         "--disable-features=SpellcheckService,Translate,OptimizationHints,MediaRouter", "--enable-logging=stderr", "--v=0")
 DNSMASQ_CONF = "tmp/cdbed-bqije4jo/dnsmasq.conf"  # the path in the captured dnsmasq command line
-
-
-def chromium(tmp_path, page, *args):
-    """Run Chromium without any network (its own empty network namespace); returns
-    (stdout, stderr, the URLs it requested)."""
-    profile = tmp_path / ("profile-%d" % len(list(tmp_path.glob("profile-*"))))
-    netlog = profile.with_suffix(".netlog.json")
-    run = subprocess.run([UNSHARE, "-n", CHROMIUM, *FLAGS, "--user-data-dir=%s" % profile, "--log-net-log=%s" % netlog, *args,
-                          page.as_uri()], capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    urls = set(re.findall(r'"url":"([^"]*)"', netlog.read_text())) if netlog.exists() else set()
-    return run.stdout, run.stderr, {u for u in urls if not u.startswith(("file:", "data:", "about:")) and not BROWSER_HOSTS.match(u)}
-
-
-def png_size(path):
-    data = pathlib.Path(path).read_bytes()[:24]
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR", "not a PNG: %s" % path
-    return struct.unpack(">II", data[16:24])
 
 
 @pytest.fixture(scope="module")
