@@ -205,6 +205,8 @@ def test_failed_verification_removes_what_was_created(api, no_nodelocal, tmp_pat
     run = remediate(tmp_path, "-e", FORCE, "-e", "nodelocaldns_verify_netns=" + lab.pod_ns(1), "-e", "nodelocaldns_verify_name=no-such.invalid")
     assert run.rc != 0
     assert "failed verification and was undone" in run.out, run.tail()
+    result = run.result()
+    assert result["failed"] is True and result["changed"] is False and result["actions"][0].startswith("rolled back: applied "), result
     assert api.get(DS_PATH) is None and api.get(CM_PATH) is None and api.get(SA_PATH) is None
     assert api.get(UPSTREAM_PATH), "the pre-existing Service is not deleted by the rollback"
     assert wait_until(lambda: not nodecache_running(), 30)
@@ -223,6 +225,7 @@ def test_bad_input_changes_nothing(api, no_nodelocal, tmp_path, variables, messa
     run = remediate(tmp_path, "-e", FORCE, "-e", json.dumps(variables))
     assert run.rc != 0
     assert message in run.out, run.tail()
+    assert run.report, "the report is written even when the fix fails"
     assert api.get(DS_PATH) is None and api.get(CM_PATH) is None and api.get(SA_PATH) is None
 
 
