@@ -30,8 +30,12 @@ def test_collect_then_diagnose_offline_matches_the_live_run(tmp_path):
     assert not any(n.startswith("localhost/commands/ipvsadm") for n in names)  # no /proc/net/ip_vs here: ipvsadm never ran
 
     live = run_playbook("diagnose.yml", "-e", "clusterdns_report_dir=%s" % (tmp_path / "live"))
-    offline = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundles, "-e", "clusterdns_report_dir=%s" % (tmp_path / "offline"))
+    scratch = tmp_path / "tmp"  # where diagnose unpacks the bundles (TMPDIR)
+    scratch.mkdir()
+    offline = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundles, "-e", "clusterdns_report_dir=%s" % (tmp_path / "offline"),
+                           env={"TMPDIR": str(scratch)})
     assert live.returncode == 0 and offline.returncode == 0, offline.stdout
+    assert not [p for p in scratch.iterdir() if p.name.startswith("clusterdns-bundles-")]  # the unpacked bundles are removed
     live_report, offline_report = load_report(tmp_path / "live"), load_report(tmp_path / "offline")
     assert offline_report["hosts"] == ["localhost"]
     assert _findings(offline_report) == _findings(live_report)
