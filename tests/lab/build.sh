@@ -32,6 +32,19 @@ JOBS="${LAB_BUILD_JOBS:-$(nproc)}"
 
 say() { printf '[lab-build %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# heartbeat WHAT PID: wait for a background step, saying every LAB_BUILD_HEARTBEAT seconds
+# (default 60) that it still runs, so that a 10-minute compile does not look like a hang.
+# Returns the step's exit status.
+heartbeat() {
+  local what="$1" pid="$2" t0=$SECONDS n=0 every="${LAB_BUILD_HEARTBEAT:-60}"
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 1
+    n=$((n + 1))
+    if ((n % every == 0)) && kill -0 "$pid" 2>/dev/null; then say "$what: still compiling ($((SECONDS - t0)) s)"; fi
+  done
+  wait "$pid"
+}
+
 have() { [[ -x "$BIN/$1" ]]; }
 
 list() {
@@ -62,7 +75,8 @@ build_etcd() {
   dir="$(prep_wrapper etcd)"
   say "etcd $ETCD_VERSION: compiling etcd + etcdctl"
   (cd "$dir" && "$GO" build -p "$JOBS" -ldflags '-s -w' -o "$BIN/.etcd.tmp" go.etcd.io/etcd/server/v3 \
-     && "$GO" build -p "$JOBS" -ldflags '-s -w' -o "$BIN/.etcdctl.tmp" go.etcd.io/etcd/etcdctl/v3)
+     && "$GO" build -p "$JOBS" -ldflags '-s -w' -o "$BIN/.etcdctl.tmp" go.etcd.io/etcd/etcdctl/v3) &
+  heartbeat "etcd $ETCD_VERSION" $!
   mv "$BIN/.etcd.tmp" "$BIN/etcd-$ETCD_VERSION"
   mv "$BIN/.etcdctl.tmp" "$BIN/etcdctl-$ETCD_VERSION"
   say "etcd $ETCD_VERSION: done in $((SECONDS - t0)) s"
@@ -82,7 +96,8 @@ build_k8s() {
   for cmd in kube-apiserver kube-proxy; do
     if have "$cmd-$K8S_VERSION"; then say "$cmd cached"; continue; fi
     say "$cmd $K8S_VERSION: compiling (cold: 10-25 min on 2 cores)"
-    (cd "$dir" && "$GO" build -p "$JOBS" -ldflags "$ldf" -o "$BIN/.$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
+    (cd "$dir" && "$GO" build -p "$JOBS" -ldflags "$ldf" -o "$BIN/.$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd") &
+    heartbeat "$cmd $K8S_VERSION" $!
     mv "$BIN/.$cmd.tmp" "$BIN/$cmd-$K8S_VERSION"
   done
   say "k8s $K8S_VERSION: done in $((SECONDS - t0)) s"
@@ -92,7 +107,8 @@ build_k8s() {
 go_install() {
   local name="$1" pkg="$2" ver="$3" ldf="$4" gobin="$WORK/gobin-$1"
   mkdir -p "$gobin"
-  GOBIN="$gobin" "$GO" install -p "$JOBS" -ldflags "$ldf" "$pkg@$ver"
+  GOBIN="$gobin" "$GO" install -p "$JOBS" -ldflags "$ldf" "$pkg@$ver" &
+  heartbeat "$name $ver" $!
   mv "$gobin/$name" "$BIN/$name-$ver"
   rmdir "$gobin" 2>/dev/null || true
 }
@@ -100,7 +116,7 @@ go_install() {
 build_coredns() {
   if have "coredns-$COREDNS_VERSION"; then say "coredns $COREDNS_VERSION cached"; return; fi
   local t0=$SECONDS
-  say "coredns $COREDNS_VERSION: go install (cold: 8-15 min)"
+  say "coredns $COREDNS_VERSION: go install (cold: 2.5-4.5 min on 2 cores)"
   go_install coredns github.com/coredns/coredns "$COREDNS_VERSION" "-s -w"
   say "coredns: done in $((SECONDS - t0)) s"
 }
@@ -115,7 +131,8 @@ build_nodecache() {
   # are not in sum.golang.org (lookup 404), so for that one module the hash in
   # wrappers/node-cache/go.sum (recorded at first download) is the reference.
   (cd "$dir" && GONOSUMDB=k8s.io/dns "$GO" build -mod=mod -p "$JOBS" -ldflags "-s -w -X k8s.io/dns/pkg/version.VERSION=$NODECACHE_VERSION" \
-     -o "$BIN/.node-cache.tmp" k8s.io/dns/cmd/node-cache)
+     -o "$BIN/.node-cache.tmp" k8s.io/dns/cmd/node-cache) &
+  heartbeat "node-cache" $!
   mv "$BIN/.node-cache.tmp" "$BIN/node-cache-$NODECACHE_VERSION"
   say "node-cache: done in $((SECONDS - t0)) s"
 }
