@@ -58,9 +58,50 @@ DEFAULT_OPTIONS = {
     # (upstream i/o timeouts always count).
     "cdns010_failures_min": 10,
     "cdns010_failure_ratio": 0.01,
+    # CDNS009: CoreDNS CPU use / throttling shares, max_concurrent rejects, and queries per second a
+    # core and a replica serve (the share of that capacity at which it is reported).
+    "cdns009_cpu_ratio": 0.9,
+    "cdns009_throttled_ratio": 0.25,
+    "cdns009_rejects_min": 1,
+    "cdns009_qps_per_core": 17000,
+    "cdns009_qps_per_replica": 33000,
+    "cdns009_qps_ratio": 0.8,
     # Names of the findings whose rules should not run at all.
     "skip": [],
 }
+
+
+def validate_options(options):
+    """Check rule options before anything runs: known names only, numbers where numbers are
+    expected (shares between 0 and 1), ``skip`` a list of catalog ids. Raises InvalidInput naming
+    the option and the valid choices; returns the options merged over the defaults."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidInput("finding options must be a mapping of option name to value, got %s" % type(options).__name__)
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise InvalidInput("unknown finding option(s) %s; valid options: %s" % (", ".join(unknown), ", ".join(sorted(DEFAULT_OPTIONS))))
+    merged = dict(DEFAULT_OPTIONS)
+    merged.update(options)
+    for name, value in options.items():
+        if name == "skip":
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise InvalidInput("finding option skip must be a list of finding ids, got %r" % (value,))
+            bad = sorted(v for v in value if v not in CATALOG)
+            if bad:
+                raise InvalidInput("finding option skip names unknown finding id(s) %s; valid ids: %s" % (", ".join(bad), ", ".join(sorted(CATALOG))))
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput("finding option %s must be a number (default %s), got %r" % (name, DEFAULT_OPTIONS[name], value))
+        if value < 0:
+            raise InvalidInput("finding option %s must not be negative, got %s" % (name, value))
+        if (name.endswith("_ratio") or name.startswith("conntrack_usage_")) and value > 1:
+            raise InvalidInput("finding option %s is a share between 0 and 1 (default %s), got %s" % (name, DEFAULT_OPTIONS[name], value))
+    if merged["conntrack_usage_warning"] > merged["conntrack_usage_error"]:
+        raise InvalidInput("finding option conntrack_usage_warning (%s) must not be above conntrack_usage_error (%s)"
+                           % (merged["conntrack_usage_warning"], merged["conntrack_usage_error"]))
+    return merged
 
 
 class Skip(Exception):
@@ -113,8 +154,7 @@ class Context:
     def __init__(self, nodes, cluster, options):
         self.nodes = nodes
         self.cluster = cluster
-        self.options = dict(DEFAULT_OPTIONS)
-        self.options.update(options or {})
+        self.options = validate_options(options)
 
     def option(self, name):
         return self.options[name]

@@ -84,7 +84,7 @@ def conntrack_insert_failures(host, facts, ctx):
     total = sum(stats.get(k, 0) for k in ("insert_failed", "drop"))
     if total >= minimum:
         return [hit(evidence, severity="warning",
-                    detail="conntrack insert_failed=%d drop=%d since boot on %s; sample twice (clusterdns_conntrack_interval) to see whether they still rise"
+                    detail="conntrack insert_failed=%d drop=%d since boot on %s; sample twice (-e clusterdns_sample_interval=10) to see whether they still rise"
                     % (stats.get("insert_failed", 0), stats.get("drop", 0), host))]
     return []
 

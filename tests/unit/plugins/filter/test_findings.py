@@ -32,3 +32,8 @@ def test_bad_input_raises_filter_error():
         FILTERS["dns_report_render"]({}, "pdf")
     with pytest.raises(AnsibleFilterError, match="not a clusterdns.doctor report"):
         FILTERS["dns_report_render"]({"summary": {}}, "summary")
+
+
+def test_invalid_finding_option_names_the_option_and_the_choices():
+    with pytest.raises(AnsibleFilterError, match="dns_findings: unknown finding option.s. ndots_max; valid options: .*udp_errors_min"):
+        FILTERS["dns_findings"]({}, options={"ndots_max": 3})

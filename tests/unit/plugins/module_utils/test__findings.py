@@ -115,3 +115,26 @@ def test_bad_input_is_named():
 def test_real_rule_modules_register_known_ids():
     rules = _findings._load_rules()
     assert all(rule.id in CATALOG for rule in rules)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"conntrack_usage_warnin": 0.5}, r"unknown finding option\(s\) conntrack_usage_warnin; valid options: .*conntrack_usage_warning"),
+    ({"conntrack_usage_warning": "high"}, "conntrack_usage_warning must be a number .default 0.8., got 'high'"),
+    ({"udp_errors_min": True}, "udp_errors_min must be a number"),
+    ({"udp_errors_min": -1}, "udp_errors_min must not be negative"),
+    ({"conntrack_usage_error": 95}, "conntrack_usage_error is a share between 0 and 1"),
+    ({"conntrack_usage_warning": 0.97}, r"conntrack_usage_warning \(0.97\) must not be above conntrack_usage_error \(0.95\)"),
+    ({"skip": "CT001"}, "skip must be a list of finding ids"),
+    ({"skip": ["CT01", "KRN001"]}, r"skip names unknown finding id\(s\) CT01; valid ids: .*CT001, CT002"),
+    (["skip"], "finding options must be a mapping"),
+])
+def test_invalid_options_are_refused_with_the_valid_choices(options, message):
+    with pytest.raises(InvalidInput, match=message):
+        _findings.evaluate({}, options=options)
+
+
+def test_valid_options_change_only_what_they_name():
+    merged = _findings.validate_options({"conntrack_usage_warning": 0.5, "cdns009_qps_per_replica": 10, "skip": ["KRN001"]})
+    assert merged["conntrack_usage_warning"] == 0.5 and merged["conntrack_usage_error"] == 0.95
+    assert merged["skip"] == ["KRN001"] and merged["udp_errors_min"] == 1
+    assert _findings.validate_options(None) == _findings.DEFAULT_OPTIONS
