@@ -403,11 +403,13 @@ def stub_kind(realpath, nameservers, dnsmasq_configured=False):
 
 _GLIBC = re.compile(r"^ldd \(.*\)\s+(\d+\.\d+(?:\.\d+)?)\s*$", re.MULTILINE)
 _MUSL = re.compile(r"^musl libc.*(?:\n\s*Version\s+(\S+))?", re.MULTILINE)
+_MUSL_LOADER = re.compile(r"^/\S*/ld-musl-[\w-]+\.so\.1: ", re.MULTILINE)
 
 
 def parse_ldd_version(text):
     """libc from ``ldd --version``: glibc prints ``ldd (Debian GLIBC 2.36-9) 2.36``; musl's ldd
-    prints ``musl libc (x86_64)`` and ``Version 1.2.4`` (on stderr, exit 1). Returns
+    prints ``musl libc (x86_64)`` and ``Version 1.2.4`` (on stderr, exit 1), or, in newer releases,
+    only that its loader cannot load ``--version`` (no version then). Returns
     ``{"name": "glibc"|"musl"|None, "version": str|None}``."""
     text = text or ""
     match = _GLIBC.search(text)
@@ -416,6 +418,10 @@ def parse_ldd_version(text):
     match = _MUSL.search(text)
     if match:
         return {"name": "musl", "version": match.group(1)}
+    if _MUSL_LOADER.search(text):
+        # musl 1.1.22+ ldd passes --version to the loader as a file name:
+        # "/lib/ld-musl-x86_64.so.1: cannot load --version: No such file or directory".
+        return {"name": "musl", "version": None}
     return {"name": None, "version": None}
 
 

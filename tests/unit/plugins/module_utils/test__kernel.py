@@ -31,11 +31,21 @@ def test_parse_release_rejects_junk():
     assert "bundle/proc/sys/kernel/osrelease line 1" in str(err.value) and "uname -r" in err.value.expected
 
 
-def test_release_from_proc_version():
-    text = (FIXTURES / "proc-version-build-machine.txt").read_text()
-    assert _kernel.release_from_proc_version(text) == "6.18.44-fc-v1045"
-    with pytest.raises(ParseError):
-        _kernel.release_from_proc_version("garbage")
+@pytest.mark.parametrize("name, release, version", [
+    ("proc-version-build-machine.txt", "6.18.44-fc-v1045", [6, 18, 44]),
+    ("proc-version-ubuntu-24.04-doca-24.txt", "6.8.0-50-generic", [6, 8, 0]),
+    ("proc-version-rhcos-4.17-doca-24.txt", "5.14.0-427.47.1.el9_4.x86_64", [5, 14, 0]),
+    ("proc-version-debian-10-sgfxi-43.txt", "4.19.0-9-amd64", [4, 19, 0]),
+])
+def test_release_from_proc_version(name, release, version):
+    found = _kernel.release_from_proc_version((FIXTURES / name).read_text())
+    assert found == release and _kernel.parse_release(found) == version
+
+
+def test_release_from_proc_version_rejects_other_text():
+    with pytest.raises(ParseError) as err:
+        _kernel.release_from_proc_version("garbage", source="bundle/proc/version")
+    assert "bundle/proc/version line 1" in str(err.value) and "Linux version" in err.value.expected
 
 
 @pytest.mark.parametrize("version, unfixed", [
@@ -61,6 +71,29 @@ def test_snmp_build_machine_and_snmp6():
     udp6 = _kernel.parse_snmp6((FIXTURES / "snmp6-build-machine.txt").read_text())
     assert "InErrors" in udp6 and "RcvbufErrors" in udp6
     assert not any(name.startswith("Lite") for name in udp6)
+
+
+@pytest.mark.parametrize("name, udp", [
+    ("snmp-build-machine.txt", {"InDatagrams": 56, "InErrors": 0, "RcvbufErrors": 0, "MemErrors": 0}),
+    ("snmp-rcvbuf-netns.txt", {"InDatagrams": 0, "InErrors": 1991, "RcvbufErrors": 1991, "MemErrors": 0}),
+    # older kernels: seven UDP columns, no IgnoredMulti / MemErrors
+    ("snmp-node-exporter-fixture.txt", {"InDatagrams": 88542, "InErrors": 0, "RcvbufErrors": 0, "MemErrors": None}),
+])
+def test_snmp_udp_counters_of_real_files(name, udp):
+    tables = _kernel.parse_snmp((FIXTURES / name).read_text())
+    assert {name: tables["Udp"].get(name) for name in udp} == udp
+    assert "UdpLite" in tables and "Ip" in tables
+
+
+@pytest.mark.parametrize("name, udp6", [
+    ("snmp6-build-machine.txt", {"InErrors": 0, "RcvbufErrors": 0}),
+    ("snmp6-rcvbuf-netns.txt", {"InErrors": 1991, "RcvbufErrors": 1991, "OutDatagrams": 2000}),
+    ("snmp6-node-exporter-fixture.txt", {"InErrors": 0, "RcvbufErrors": 9, "SndbufErrors": 8}),
+])
+def test_snmp6_udp_counters_of_real_files(name, udp6):
+    parsed = _kernel.parse_snmp6((FIXTURES / name).read_text())
+    assert {name: parsed.get(name) for name in udp6} == udp6
+    assert not any(key.startswith(("Lite", "6")) for key in parsed)
 
 
 def test_snmp_mismatched_lines_are_reported():

@@ -132,6 +132,12 @@ def test_kubeadm_config_with_systemd_resolved_upstream():
     assert parsed["cluster_dns"] == ["10.96.0.10"]
 
 
+def test_eks_ami_json_config_without_cluster_dns():
+    # The AMI's template: bootstrap.sh adds clusterDNS at boot; until then kubelet's defaults apply.
+    assert _resolver.parse_kubelet_config(load("github-eks-ami-kubelet-config.json"), "kubelet-config.json") == {
+        "cluster_dns": None, "cluster_domain": "cluster.local", "resolv_conf": None, "kind": "KubeletConfiguration"}
+
+
 def test_flow_list_quotes_json_and_empty_resolv_conf():
     text = '---\nkind: KubeletConfiguration\nclusterDNS: ["169.254.25.10", 10.233.0.3]  # nodelocal first\nresolvConf: ""\n'
     assert _resolver.parse_kubelet_config(text, "c") == {
@@ -201,9 +207,19 @@ def test_stub_kinds():
     assert _resolver.stub_kind("/etc/resolv.conf", ["10.255.255.53"]) is None
 
 
+@pytest.mark.parametrize("name, libc, version", [
+    ("local-debian12-ldd-version.txt", "glibc", "2.36"),
+    ("github-alpine-pkg-glibc-46-glibc-compat-ldd-version.txt", "glibc", "2.25"),
+    ("github-alpine-pkg-glibc-46-musl-ldd-version.txt", "musl", "1.1.15"),
+    ("github-appsignal-369-musl-ldd.txt", "musl", "1.1.22"),
+    ("github-appsignal-369-musl-ldd-version-cannot-load.txt", "musl", None),
+])
+def test_libc_of_real_ldd_outputs(name, libc, version):
+    assert _resolver.parse_ldd_version(load(name)) == {"name": libc, "version": version}
+
+
 def test_libc():
-    assert _resolver.parse_ldd_version(load("local-debian12-ldd-version.txt")) == {"name": "glibc", "version": "2.36"}
-    assert _resolver.parse_ldd_version("musl libc (x86_64)\nVersion 1.2.4\nDynamic Program Loader\n") == {"name": "musl", "version": "1.2.4"}
     assert _resolver.parse_ldd_version("") == {"name": None, "version": None}
+    assert _resolver.parse_ldd_version("ldd: missing file arguments\n") == {"name": None, "version": None}
     assert _resolver.musl_loader(["libc.so.6", "ld-musl-x86_64.so.1"]) == "ld-musl-x86_64.so.1"
     assert _resolver.musl_loader(["ld-linux-x86-64.so.2"]) is None

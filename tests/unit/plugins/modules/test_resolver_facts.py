@@ -159,3 +159,18 @@ def _kubelet_running():
         if _resolver.is_kubelet(_resolver.split_cmdline(text)):
             return True
     return False
+
+
+def test_eks_json_config_and_musl_node_whose_ldd_cannot_print_its_version(tmp_path):
+    root = make_bundle(tmp_path, {
+        "etc/resolv.conf": "github-aks-node-resolv.conf",
+        "etc/kubernetes/kubelet/kubelet-config.json": "github-eks-ami-kubelet-config.json",
+        "commands/ldd-version.txt": "github-appsignal-369-musl-ldd-version-cannot-load.txt",
+    })
+    rc, result = run_module(tmp_path, {"root": str(root), "kubelet_config": "/etc/kubernetes/kubelet/kubelet-config.json"})
+    facts = result["ansible_facts"]["clusterdns_resolver"]
+    assert rc == 0, result
+    kubelet = facts["kubelet"]
+    assert (kubelet["present"], kubelet["config_path"], kubelet["cluster_domain"]) == (True, "/etc/kubernetes/kubelet/kubelet-config.json", "cluster.local")
+    assert kubelet["cluster_dns"] == [] and kubelet["resolv_conf"] == "/etc/resolv.conf"  # kubelet defaults: no clusterDNS yet
+    assert facts["libc"] == {"name": "musl", "version": None, "source": "ldd"}
