@@ -15,7 +15,9 @@ description:
     numbers, with the list of upstream fixes for dropped parallel DNS queries (conntrack races fixed
     in 4.19, 5.0 and 5.6; IPVS source-port reuse fixed in 5.9) and whether this release has them.
   - Reads the sysctls that shape DNS traffic through kube-proxy (conntrack limits and UDP
-    timeouts, socket receive buffers, rp_filter, bridge netfilter).
+    timeouts, socket and UDP buffer sizes C(net.core.rmem_*)/C(wmem_*), C(net.ipv4.udp_mem),
+    C(net.ipv4.udp_rmem_min), C(ip_forward), C(rp_filter), C(bridge-nf-call-iptables), and the IPVS
+    C(conn_reuse_mode)/C(expire_nodest_conn) where IPVS is loaded).
   - Reads the UDP counters of C(/proc/net/snmp) and C(/proc/net/snmp6) (C(InErrors),
     C(RcvbufErrors), ...), which count datagrams the kernel dropped before any program read them.
   - With O(interval) the counters are read twice and their increase is returned.
@@ -100,7 +102,8 @@ ansible_facts:
           description: Sysctl values by their C(/proc/sys) path below C(/proc/sys) (V(null) when absent), as strings.
           type: dict
           returned: when available
-          sample: {"net/netfilter/nf_conntrack_max": "262144", "net/core/rmem_max": "212992"}
+          sample: {"net/netfilter/nf_conntrack_max": "262144", "net/core/rmem_max": "212992", "net/ipv4/udp_mem": "22470 29961 44940",
+                   "net/ipv4/vs/conn_reuse_mode": null}
         udp:
           description: IPv4 UDP counters of C(/proc/net/snmp), or V(null) when unreadable.
           type: dict

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 import platform
 import shutil
@@ -62,3 +63,15 @@ def test_live_machine(tmp_path):
     facts = result["ansible_facts"]["clusterdns_kernel"]
     assert rc == 0 and facts["release"] == platform.release()
     assert facts["udp"]["InErrors"] >= 0 and set(facts["udp_delta"]) == {"udp", "udp6"}
+
+
+def test_live_machine_reports_the_dns_sysctls_it_has(tmp_path):
+    rc, result = run_module(tmp_path, {})
+    sysctls = result["ansible_facts"]["clusterdns_kernel"]["sysctls"]
+    assert rc == 0
+    for name in ("net/core/rmem_default", "net/core/rmem_max", "net/core/wmem_max", "net/ipv4/udp_mem", "net/ipv4/udp_rmem_min",
+                 "net/ipv4/ip_forward", "net/ipv4/conf/all/rp_filter", "net/ipv4/conf/default/rp_filter"):
+        with open("/proc/sys/" + name) as handle:
+            assert sysctls[name] == " ".join(handle.read().split()), name
+    # IPVS is not loaded on the build machines: absent sysctls are null, not an error.
+    assert ("net/ipv4/vs/conn_reuse_mode" in sysctls) and (sysctls["net/ipv4/vs/conn_reuse_mode"] is None) == (not os.path.exists("/proc/sys/net/ipv4/vs"))
