@@ -82,7 +82,10 @@ def test_up_resolve_down():
         assert svc["spec"]["clusterIP"] == lab.KUBE_DNS_IP
     finally:
         labctl("down")
-    after = root_snapshot()
+    assert_nothing_left(before, root_snapshot())
+
+
+def assert_nothing_left(before, after, pids=()):
     # other users of the machine may change the root namespace meanwhile: compare what is ours
     lab_marks = ("10.201.0.", "10.96.0.", "10.244.", "169.254.20.10", lab.PREFIX, "KUBE-", "NodeLocal")
     for key in ("iptables", "addrs"):
@@ -92,4 +95,36 @@ def test_up_resolve_down():
     assert not [d for d in os.listdir("/etc/netns") if d.startswith(lab.PREFIX)] if os.path.isdir("/etc/netns") else True
     assert not os.path.exists(lab.STATE)
     assert lab_processes() == []
+    assert [pid for pid in pids if alive(pid)] == []
     assert after["nf_conntrack_max"] == before["nf_conntrack_max"]
+
+
+def alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.destructive
+def test_down_with_faults_applied_leaves_nothing():
+    """down without heal: NodeLocal DNSCache on (node-cache, its rules and addresses in the node
+    namespaces) and conntrack-full (global nf_conntrack_max lowered; guard, fill server and client
+    processes, the guard in the root namespace) are all undone, the limit restored."""
+    skip_unless_root()
+    if lab_is_up():
+        labctl("down")
+    before = root_snapshot()
+    labctl("up")
+    try:
+        labctl("nodelocal", "on")
+        labctl("fault", "conntrack-full")
+        lowered = pathlib.Path("/proc/sys/net/netfilter/nf_conntrack_max").read_text().strip()
+        assert lowered == str(lab.load_state()["faults"]["conntrack-full"]["new_max"]) != before["nf_conntrack_max"]
+        pids = {n: lab.pid_of(n) for n in ("fault-conntrack-guard", "fault-conntrack-server", "fault-conntrack-client",
+                                           "node-cache-node1", "node-cache-node2", "agent", "kube-apiserver")}
+        assert all(pids.values()), pids
+    finally:
+        labctl("down")
+    assert_nothing_left(before, root_snapshot(), pids.values())
