@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 
 import jsonschema
 import pytest
-from conftest import COLLECTION, FIXTURES, load_report, run_playbook
+from conftest import ANSIBLE_BIN, COLLECTION, FIXTURES, load_report, run_playbook
 
 SCHEMA = json.loads((COLLECTION / "docs" / "findings.schema.json").read_text())
 BUNDLE = FIXTURES / "bundles" / "ct-full-node"
@@ -57,21 +59,63 @@ def bundle_dir(tmp_path):
 
 
 def test_bundle_with_full_table_and_stub_resolver(bundle_dir, report_dir):
-    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % report_dir)
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % report_dir,
+                       env={"ANSIBLE_SHOW_CUSTOM_STATS": "1"})
     assert run.returncode == 0, run.stdout + run.stderr
     report = load_report(report_dir)
     jsonschema.validate(report, SCHEMA)
     assert report["hosts"] == ["node-ct-full"]
     by_id = {f["id"]: f for f in report["findings"]}
+    assert sorted(by_id) == ["CT001", "CT002", "KRN001", "RES001"]
     ct001 = by_id["CT001"]
     assert ct001["host"] == "node-ct-full"
     assert ct001["severity"] == "error"
-    assert ct001["evidence"]["count"] == ct001["evidence"]["max"]
+    assert ct001["evidence"]["count"] == ct001["evidence"]["max"] == 262144
+    assert ct001["evidence"]["table_full_events"] == 14 and "table full, dropping packet" in ct001["evidence"]["log_sample"][-1]
     res001 = by_id["RES001"]
     assert res001["severity"] == "critical"
-    assert "127.0.0.53" in json.dumps(res001["evidence"])
+    assert res001["evidence"]["loopback_nameservers"] == ["127.0.0.53"] and res001["evidence"]["stub"] == "systemd-resolved"
+    assert res001["fix"]["variables"] == {"resolver_kubelet_resolv_conf": "/run/systemd/resolve/resolv.conf"}
+    # report.md: counts by severity, then each finding with its evidence, cause and remediate command.
     markdown = (report_dir / "report.md").read_text()
-    assert "ansible-playbook clusterdns.doctor.remediate --tags conntrack --limit node-ct-full" in markdown
+    assert "| critical | 1 |\n| error | 1 |\n| warning | 2 |\n| info | 0 |" in markdown
+    section = markdown.split("## ERROR CT001")[1].split("\n## ")[0]
+    assert "- count: `262144`" in section and "- table_full_events: `14`" in section
+    assert "**Why it breaks DNS**: " + ct001["cause"] in section
+    assert "ansible-playbook clusterdns.doctor.remediate --tags conntrack --limit node-ct-full" in section
+    assert "ansible-playbook clusterdns.doctor.remediate --tags resolver --limit node-ct-full" in markdown
+    # junit.xml: one case per check and host; exactly the findings are failures, with the detail as message.
+    junit = ET.parse(report_dir / "junit.xml").getroot()
+    cases = junit.findall("testsuite/testcase")
+    assert len(cases) == len(report["checks"])
+    failed = {case.get("name").split()[0]: case.find("failure") for case in cases if case.find("failure") is not None}
+    assert sorted(failed) == ["CT001", "CT002", "KRN001", "RES001"]
+    assert "262144/262144" in failed["CT001"].get("message")
+    # set_stats for AWX: counts and ids.
+    stats = " ".join(run.stdout.split("CUSTOM STATS")[1].split())
+    assert "clusterdns_finding_ids: - CT001 - CT002 - KRN001 - RES001" in stats and "clusterdns_findings_total: 4" in stats
+    assert "critical: 1" in stats and "clusterdns_failed: false" in stats
+
+
+def test_bundle_under_check_mode_gives_the_same_findings_and_checks(bundle_dir, tmp_path):
+    normal = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % (tmp_path / "a"))
+    checked = run_playbook("diagnose.yml", "--check", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % (tmp_path / "b"))
+    assert normal.returncode == 0 and checked.returncode == 0, checked.stdout
+    a, b = load_report(tmp_path / "a"), load_report(tmp_path / "b")
+    assert a["findings"] == b["findings"] and a["checks"] == b["checks"]
+    assert {"CT001", "RES001"} <= {f["id"] for f in b["findings"]}
+
+
+def test_runs_as_clusterdns_doctor_diagnose(bundle_dir, report_dir):
+    """The playbook by its FQCN, as an installed collection is used (ansible-playbook clusterdns.doctor.diagnose)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(COLLECTION / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_INVENTORY=str(COLLECTION / "inventory" / "localhost.yml"),
+               ANSIBLE_COLLECTIONS_PATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(COLLECTION / ".cache" / "collections")))
+    run = subprocess.run([str(ANSIBLE_BIN / "ansible-playbook"), "clusterdns.doctor.diagnose", "-e", "clusterdns_bundle_dir=%s" % bundle_dir,
+                          "-e", "clusterdns_report_dir=%s" % report_dir], env=env, cwd=str(report_dir.parent), capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {"CT001", "RES001"} <= {f["id"] for f in load_report(report_dir)["findings"]}
 
 
 def test_bundle_archive_gives_the_same_findings_as_the_directory(bundle_dir, tmp_path):
@@ -96,6 +140,19 @@ def test_invalid_variable_fails_before_anything_runs(report_dir):
     run = run_playbook("diagnose.yml", "-e", "clusterdns_fail_on=severe", "-e", "clusterdns_report_dir=%s" % report_dir)
     assert run.returncode != 0
     assert "clusterdns_fail_on" in run.stdout and "critical" in run.stdout
+    assert not report_dir.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("clusterdns_sample_interval=500", "between 0 and 300"),
+    ('{"clusterdns_finding_options": {"conntrack_usage_warnin": 0.5}}', "unknown finding option(s) conntrack_usage_warnin; valid options:"),
+    ('{"clusterdns_finding_options": {"skip": ["CT01"]}}', "unknown finding id(s) CT01; valid ids:"),
+])
+def test_invalid_sampling_and_finding_options_fail_before_anything_runs(bundle_dir, report_dir, extra, message):
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundle_dir, "-e", "clusterdns_report_dir=%s" % report_dir, "-e", extra)
+    assert run.returncode != 0
+    assert message in " ".join(run.stdout.split()), run.stdout
+    assert "node-ct-full" not in run.stdout  # the node play never started
     assert not report_dir.exists()
 
 
