@@ -441,9 +441,15 @@ def _endpoint(address, port):
 def conntrack_confirmation(trace):
     """CT002 seen live: conntrack insert failures during the trace window, or None.
 
-    Returns ``{"method", "insert_failed", "confirm_failed_dns", "text"}`` when the kprobe saw a
-    refused DNS packet or the node's ``insert_failed`` counter rose during the window; None
-    when there was no trace, no conntrack part, or nothing was seen."""
+    Returns ``{"method", "insert_failed", "confirm_failed_dns", "dns_drops", "text"}`` when the
+    kprobe saw a refused DNS packet or the node's ``insert_failed`` counter rose during the
+    window; None when there was no trace, no conntrack part, or nothing was seen.
+
+    With the counters method, ``dns_drops`` is the drop_evidence of the ``NETFILTER_DROP`` drops
+    of DNS packets in the namespace whose counters were read (``conntrack.netns``) during the same
+    window, or None: a packet whose conntrack entry was refused is freed as ``NETFILTER_DROP`` (in
+    ``nf_hook_slow`` on Linux 6.18), so these are the DNS packets the refusals can have hit. A
+    firewall DROP in that namespace in the same window would be counted with them."""
     trace = _checked(trace)
     if trace is None or not trace.get("conntrack"):
         return None
@@ -454,10 +460,15 @@ def conntrack_confirmation(trace):
     if not insert_failed and not dns:
         return None
     seconds = trace["window"].get("seconds_traced") or trace["window"].get("seconds_requested") or 0
+    dns_drops = None
     if ct.get("method") == "kprobe":
         text = "conntrack refused %d DNS packet%s in %.1f s (__nf_conntrack_confirm returned NF_DROP; insert_failed +%d)" % (
             dns, "" if dns == 1 else "s", seconds, insert_failed)
     else:
         text = "conntrack insert_failed rose by %d during the %.1f s trace" % (insert_failed, seconds)
+        if ct.get("netns"):
+            dns_drops = drop_evidence(trace, reasons=("NETFILTER_DROP",), netns=(ct["netns"],))
+        if dns_drops:
+            text += ", and in the same network namespace the %s" % dns_drops["text"]
     return {"method": ct.get("method"), "insert_failed": insert_failed, "confirm_failed_dns": dns if ct.get("method") == "kprobe" else None,
-            "text": text}
+            "dns_drops": dns_drops, "text": text}

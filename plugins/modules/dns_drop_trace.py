@@ -511,6 +511,13 @@ ansible_facts:
               type: dict
               returned: success
               sample: {"insert_failed": 0, "drop": 0, "clashres": 0, "early_drop": 0, "insert": 0}
+            netns:
+              description:
+                - Inode of the network namespace the module ran in, whose conntrack counters were read (V(null) when unknown).
+                - Drops in RV(ansible_facts.clusterdns_drop_trace.flows) with this C(netns) happened where the counters were read.
+              type: int
+              returned: success
+              sample: 4026531840
         cleanup:
           description: Evidence that nothing of the trace is left running.
           returned: when available
@@ -740,6 +747,7 @@ class Tracer:
         inodes = {item["netns"] for item in agg["flows"] + parsed["samples"] if item["netns"]}
         self.result["namespaces"] = _namespaces(inodes)
         if ct:
+            ct["netns"] = _own_netns()
             if ct["method"] == "kprobe":
                 ct["confirm_failed_dns"] = agg["conntrack_confirm_failed"]
                 ct["confirm_failed_all"] = parsed["ct_fail_all"]
@@ -851,6 +859,14 @@ def _namespaces(inodes, max_processes=5):
         if comm is not None:
             item["processes"].append({"pid": int(entry), "comm": comm.strip()})
     return list(found.values())
+
+
+def _own_netns():
+    """Inode of the module's network namespace: the one whose conntrack counters were read."""
+    try:
+        return os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return None
 
 
 def _text(data):

@@ -23,6 +23,8 @@ import time
 import pytest
 from conftest import COLLECTION, run_playbook
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils._droptrace import conntrack_confirmation
+
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces and BPF"),
@@ -442,6 +444,107 @@ def test_root_without_capabilities_gets_available_false(tmp_path):
     facts = run.result(timeout=60)["ansible_facts"]["clusterdns_drop_trace"]
     assert facts["available"] is False
     assert facts["reason"] == "root without the capabilities BPF tracing needs (missing CAP_SYS_ADMIN; a container without privileges?)"
+
+
+# Conntrack insert failures (CT002) made for real. Two processes pinned to two CPUs send the same
+# TCP SYN (same 4-tuple) to port 53 at the same moment through raw sockets. Conntrack makes an entry
+# for each packet; the first to reach confirmation is inserted and the other is refused (TCP has no
+# clash resolution): insert_failed rises, the kernel drops the packet and the loser's sendto() fails
+# with EPERM. 5000 OUTPUT rules that match nothing widen the time between conntrack's entry and its
+# confirmation. Each burst sends PAIRS SYNs per process, 2 ms apart (well under 1 s).
+CLASH = r"""
+import os, socket, struct, sys, time
+src, dst, pairs, base = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cpus = sorted(os.sched_getaffinity(0))[:2]
+def syn(sport):
+    hdr = struct.pack("!HHIIBBHHH", sport, 53, 1000, 0, 5 << 4, 0x02, 64240, 0, 0)
+    data = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(hdr)) + hdr
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xffff) + (total >> 16)
+    return hdr[:16] + struct.pack("!H", ~total & 0xffff) + hdr[18:]
+packets = [syn(base + i) for i in range(pairs)]
+start = time.monotonic() + 0.3
+readers = []
+for cpu in cpus:
+    rfd, wfd = os.pipe()
+    if os.fork() == 0:
+        os.sched_setaffinity(0, {cpu})
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        refused = 0
+        for i, packet in enumerate(packets):
+            while time.monotonic() < start + i * 0.002:
+                pass
+            try:
+                sock.sendto(packet, (dst, 0))
+            except PermissionError:
+                refused += 1
+        os.write(wfd, b"%d" % refused)
+        os._exit(0)
+    os.close(wfd)
+    readers.append(rfd)
+print(sum(int(os.read(rfd, 32) or b"0") for rfd in readers))
+"""
+PAIRS = 100
+
+
+def _ct_stat(netns):
+    rows = [line.split() for line in sh("cat", "/proc/net/stat/nf_conntrack", netns=netns).stdout.splitlines()]
+    return {name: sum(int(row[col], 16) for row in rows[1:]) for col, name in enumerate(rows[0])}
+
+
+def test_conntrack_insert_failures_on_dns_flows_are_seen_live(tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("two packets can only race on two CPUs")
+    cli, srv = TAG + "kc", TAG + "ks"
+    try:
+        sh("ip", "netns", "add", cli)
+        sh("ip", "netns", "add", srv)
+        sh("ip", "link", "add", cli + "0", "netns", cli, "type", "veth", "peer", "name", srv + "0", "netns", srv)
+        sh("ip", "-n", cli, "addr", "add", "192.0.2.1/24", "dev", cli + "0")
+        sh("ip", "-n", srv, "addr", "add", "192.0.2.2/24", "dev", srv + "0")
+        for ns, dev in ((cli, cli + "0"), (srv, srv + "0")):
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        # the SYNs that conntrack lets through end at the server's firewall (no SYN-ACK comes back)
+        sh("iptables", "-A", "INPUT", "-p", "tcp", "--dport", "53", "-j", "DROP", netns=srv)
+        rules = "*filter\n:OUTPUT ACCEPT [0:0]\n" + "-A OUTPUT -p udp --dport 9 -j ACCEPT\n" * 5000
+        rules += "-A OUTPUT -m conntrack --ctstate INVALID -j ACCEPT\nCOMMIT\n"
+        subprocess.run(["ip", "netns", "exec", cli, "iptables-restore"], input=rules, text=True, check=True, timeout=60)
+        before = _ct_stat(cli)
+        # the module runs in the client namespace, as on a node where kube-proxy's DNAT and conntrack live
+        run = Run(tmp_path, {"seconds": 8, "samples": 5, "max_flows": 4096}, prefix=("ip", "netns", "exec", cli))
+        try:
+            run.wait_attached()
+            refused = 0
+            for burst in range(4):
+                refused += int(sh(sys.executable, "-c", CLASH, "192.0.2.1", "192.0.2.2", PAIRS, 30000 + burst * PAIRS, netns=cli).stdout)
+                if refused:
+                    break
+            result = run.result()
+        finally:
+            run.kill()
+        after = _ct_stat(cli)
+        netns = os.stat("/run/netns/%s" % cli).st_ino
+    finally:
+        for ns in (cli, srv):
+            sh("ip", "netns", "del", ns, check=False)
+    assert refused > 0, "no clash in %d bursts (a very busy machine?)" % (burst + 1)
+    assert after["insert_failed"] - before["insert_failed"] == refused
+    facts = result["ansible_facts"]["clusterdns_drop_trace"]
+    assert facts["available"] is True and facts["cleanup"]["remaining"] == []
+    ct = facts["conntrack"]
+    assert ct["netns"] == netns
+    assert ct["counters_delta"]["insert_failed"] == refused and ct["counters_delta"]["drop"] == refused
+    # every refused SYN is in the trace: NETFILTER_DROP in the client namespace, a TCP DNS query
+    ours = [f for f in facts["flows"] if f["netns"] == netns]
+    assert sum(f["count"] for f in ours) == refused, ours
+    assert {(f["reason"], f["location"], f["protocol"], f["src"], f["dst"], f["dport"], f["direction"]) for f in ours} == {
+        ("NETFILTER_DROP", "nf_hook_slow", "tcp", "192.0.2.1", "192.0.2.2", 53, "query")}
+    # CT002's live evidence: the counter rise and the DNS drops of that namespace in the same window
+    seen = conntrack_confirmation(facts)
+    assert seen["insert_failed"] == refused and seen["dns_drops"]["count"] == refused
+    assert seen["text"].startswith("conntrack insert_failed rose by %d during the " % refused)
+    assert "in the same network namespace the kernel dropped %d DNS packet" % refused in seen["text"]
 
 
 def test_conntrack_probe_program_compiles_on_this_kernel(tmp_path):

@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _droptrace, _droptrace_bt
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _conntrack, _droptrace, _droptrace_bt, _findings
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import InvalidInput, ParseError
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "droptrace"
@@ -348,6 +348,43 @@ def test_conntrack_confirmation():
     seen = _droptrace.conntrack_confirmation(trace)
     assert seen["confirm_failed_dns"] == 2
     assert seen["text"].startswith("conntrack refused 2 DNS packets in ")
+
+
+def test_conntrack_confirmation_of_real_insert_failures():
+    # real result: conntrack refused 11 TCP DNS SYNs (two CPUs sending the same 4-tuple at once)
+    # in the namespace the module ran in; no kprobes on this kernel, so the counters method
+    trace = _result("conntrack-insert-failed")
+    ct = trace["conntrack"]
+    assert ct["method"] == "counters" and ct["counters_delta"]["insert_failed"] == 11 and ct["netns"]
+    seen = _droptrace.conntrack_confirmation(trace)
+    assert seen["method"] == "counters" and seen["insert_failed"] == 11 and seen["confirm_failed_dns"] is None
+    drops = seen["dns_drops"]
+    assert drops["count"] == 11 and drops["complete"] is True
+    assert drops["by_location"] == [{"reason": "NETFILTER_DROP", "reason_code": 12, "location": "nf_hook_slow", "count": 11}]
+    assert {(f["protocol"], f["dst"], f["dport"], f["netns"]) for f in drops["examples"]} == {("tcp", "192.0.2.2", 53, ct["netns"])}
+    example = drops["examples"][0]
+    assert seen["text"] == (
+        "conntrack insert_failed rose by 11 during the 5.2 s trace, and in the same network namespace the kernel dropped 11 DNS packets"
+        " in 5.2 s: 11 NETFILTER_DROP in nf_hook_slow; e.g. tcp 192.0.2.1:%d -> 192.0.2.2:53 on %s (netns %d)"
+        % (example["sport"], example["interface"], ct["netns"]))
+    # the firewall drops of the other namespace (nft_do_chain, the server side) are not cited
+    assert _droptrace.drop_evidence(trace, reasons=("NETFILTER_DROP",))["count"] == 120
+
+
+def test_ct002_is_confirmed_live_by_the_trace():
+    # CT002 through the finding engine: counters flat since boot (the 6.18 fixture), but the trace
+    # saw insert failures during its window -> error, with the trace as evidence
+    stat = (FIXTURES.parent / "conntrack" / "stat-6.18-build-machine.txt").read_text()
+    conntrack = {"available": True, "reason": None, "count": 10, "max": 262144, "buckets": 65536, "usage_ratio": 0.0,
+                 "stats": _conntrack.parse_stat_file(stat)["counters"], "stats_source": "proc", "stats_delta": None, "interval": 0.0}
+    facts = {"clusterdns_conntrack": conntrack, "clusterdns_drop_trace": _result("conntrack-insert-failed")}
+    result = _findings.evaluate({"node1": facts})
+    (finding,) = [f for f in result["findings"] if f["id"] == "CT002"]
+    assert finding["severity"] == "error"
+    assert finding["detail"].startswith("conntrack insert_failed rose by 11 during the 5.2 s trace, and in the same network namespace")
+    assert finding["evidence"]["kernel_trace"]["dns_drops"]["count"] == 11
+    without = _findings.evaluate({"node1": {"clusterdns_conntrack": conntrack}})
+    assert not [f for f in without["findings"] if f["id"] == "CT002"]
 
 
 @pytest.mark.parametrize("bad", [None, [], {"flows": []}, {"available": True}])
