@@ -63,7 +63,8 @@ def remediate(tmp_path, *extra, check=False):
         "ANSIBLE_NOCOLOR": "1",
     })
     cmd = [str(COLLECTION / ".venv" / "bin" / "ansible-playbook"), str(COLLECTION / "playbooks" / "remediate.yml"), "-i", inventory,
-           "--tags", "nodelocaldns", "-e", "clusterdns_report_dir=%s" % report, "-e", "clusterdns_log_seconds=0", *extra]
+           "--tags", "nodelocaldns", "-e", "clusterdns_report_dir=%s" % report, "-e", "clusterdns_log_seconds=0",
+           "-e", "nodelocaldns_backup_dir=%s" % (tmp_path / "backups"), *extra]
     if check:
         cmd += ["--check", "--diff"]
     return Run(subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False), report)
@@ -192,7 +193,7 @@ def test_blackhole_leftovers_removed_by_the_node_part(api, no_nodelocal, tmp_pat
     assert nodecache_rules(1) == []
     assert LOCAL not in addresses(1) and KUBE_DNS not in addresses(1)
     assert short(lab.pod_ns(1), "kubernetes.default.svc.cluster.local") == "10.96.0.1"
-    backups = sorted(pathlib.Path("/var/backups/clusterdns-doctor").glob("iptables-save-nodelocaldns-*.rules"))
+    backups = sorted((tmp_path / "backups").glob("iptables-save-nodelocaldns-*.rules"))
     assert backups and "NodeLocal DNS Cache" in backups[-1].read_text()
 
     again = remediate(tmp_path)

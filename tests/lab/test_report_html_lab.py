@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 
+import jsonschema
 import pytest
 import yaml
 from conftest import dig, lab, labctl
@@ -104,6 +105,12 @@ def test_the_report_has_the_findings_of_the_three_faults(lab_report):
     (cdns010,) = ids_on(report, "CDNS010")  # upstream-timeout
     assert cdns010["evidence"]["upstream_errors"] >= 1
     assert report["summary"]["failed"] is True and "IPT002" in report["summary"]["failing_ids"]
+    # the probe results are in the report (valid against the schema): pod1's UDP queries to the
+    # ClusterIP all lost, pod2's answered
+    jsonschema.validate(report, json.loads((COLLECTION / "docs" / "findings.schema.json").read_text()))
+    clusterip = {(host, p["transport"]): p for host, results in report["probes"].items() for p in results if p["hop"] == "pod-clusterip"}
+    assert clusterip[("node1", "udp")]["sent"] > 0 and clusterip[("node1", "udp")]["loss_ratio"] == 1.0, clusterip
+    assert clusterip[("node2", "udp")]["answered"] > 0, clusterip
 
 
 def test_chromium_shows_the_broken_hops(lab_report, tmp_path):
@@ -136,6 +143,11 @@ def test_chromium_shows_the_broken_hops(lab_report, tmp_path):
             assert severity == max((f["severity"] for f in found), key=rank.get), key
     assert sorted(re.findall(r'data-finding="([A-Z]+[0-9]+)"', dom)) == sorted(f["id"] for f in report["findings"])
     assert 'class="verdict failed"' in dom
+    # the probe charts: pod1's UDP hop to the ClusterIP drawn as fully lost
+    assert 'id="probe-latency"' in dom and 'id="probe-loss"' in dom
+    loss_chart = dom[dom.find('id="probe-loss"'):]
+    loss_chart = loss_chart[:loss_chart.find("</svg>")]
+    assert re.search(r"node1 pod-clusterip 10\.96\.0\.10:53/udp</text>\s*<rect [^>]*>(</rect>)?\s*<text [^>]*>100\.0 % lost", loss_chart), loss_chart
     assert "Uncaught" not in log and ":CONSOLE" not in log, log[-3000:]
     assert requests == set()
 
