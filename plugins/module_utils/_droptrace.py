@@ -388,9 +388,11 @@ def drop_evidence(trace, reasons=None, netns=None, direction=None, max_examples=
     count comes from the complete per-location counts; with them it comes from the flows, which
     the module bounds (``complete`` is then False when flows were left out).
 
-    Returns ``{"count", "complete", "by_location": [...], "examples": [...], "text"}``, where
-    ``text`` is one sentence such as "kernel dropped 4 DNS packets in 8.2 s: 4 NETFILTER_DROP in
-    nft_do_chain; e.g. udp 192.0.2.1:41766 -> 192.0.2.2:53 on cdt1s0 (netns 4026532315)".
+    Returns ``{"count", "complete", "by_location": [...], "examples": [...], "namespaces": [...],
+    "text"}``, where ``namespaces`` are the trace's entries (names under /run/netns, processes) for
+    the namespaces of the examples, and ``text`` is one sentence such as "kernel dropped 4 DNS
+    packets in 8.2 s: 4 NETFILTER_DROP in nft_do_chain; e.g. udp 192.0.2.1:41766 -> 192.0.2.2:53
+    on cdt1s0 (netns 4026532315 cdt1s)" (the namespace's first name, when it has one).
     """
     trace = _checked(trace)
     if trace is None:
@@ -423,15 +425,18 @@ def drop_evidence(trace, reasons=None, netns=None, direction=None, max_examples=
     parts = ", ".join("%d %s in %s" % (item["count"], item["reason"] or "(no reason field)", item["location"] or "?")
                       for item in locations[:3])
     examples = flows[:max_examples]
+    known = {item.get("netns"): item for item in trace.get("namespaces") or [] if isinstance(item, dict)}
+    namespaces = [known[inode] for inode in sorted({flow["netns"] for flow in examples if flow["netns"] in known})]
     text = "kernel dropped %d DNS packet%s in %.1f s: %s" % (count, "" if count == 1 else "s", seconds, parts)
     if examples:
         flow = examples[0]
-        text += "; e.g. %s %s -> %s%s (netns %s)" % (
+        names = (known.get(flow["netns"]) or {}).get("names") or []
+        text += "; e.g. %s %s -> %s%s (netns %s%s)" % (
             flow["protocol"], _endpoint(flow["src"], flow["sport"]), _endpoint(flow["dst"], flow["dport"]),
-            " on %s" % flow["interface"] if flow["interface"] else "", flow["netns"])
+            " on %s" % flow["interface"] if flow["interface"] else "", flow["netns"], " %s" % names[0] if names else "")
     if not complete:
         text += " (at least; some flows were not returned)"
-    return {"count": count, "complete": complete, "by_location": locations, "examples": examples, "text": text}
+    return {"count": count, "complete": complete, "by_location": locations, "examples": examples, "namespaces": namespaces, "text": text}
 
 
 def _endpoint(address, port):

@@ -57,10 +57,16 @@ def test_firewall_udp53_drops_are_named_by_the_kernel(api, tmp_path):
     (ipt002,) = [f for f in report["findings"] if f["id"] == "IPT002" and f["host"] == "lab-node1"]
     kernel = ipt002["evidence"]["kernel_drops"]
     assert kernel["count"] >= 1 and "NETFILTER_DROP" in ipt002["detail"]
+    # the flow: pod1's query to a CoreDNS endpoint (after kube-proxy's DNAT), dropped in node1's
+    # FORWARD chain, in node1's namespace, which the evidence names
+    node1 = os.stat("/run/netns/%s" % NODE1).st_ino
     flow = kernel["examples"][0]
-    assert flow["protocol"] == "udp" and flow["dport"] == 53 and flow["netns"]
+    assert (flow["reason"], flow["protocol"], flow["dport"], flow["src"], flow["netns"]) == ("NETFILTER_DROP", "udp", 53, lab.pod_net(1) + ".2", node1)
+    assert "(netns %d %s)" % (node1, NODE1) in ipt002["detail"]
+    assert NODE1 in kernel["namespaces"][0]["names"]
     (prb001,) = pod_udp_silent(report, "10.96.0.10")
     assert "NETFILTER_DROP" in prb001["detail"]
+    print("\nIPT002 on lab-node1: %s\nPRB001: %s" % (ipt002["detail"], prb001["detail"]))
 
 
 def test_seed003_on_node1_the_kernel_dropped_nothing(api, tmp_path):
@@ -70,5 +76,6 @@ def test_seed003_on_node1_the_kernel_dropped_nothing(api, tmp_path):
     (prb001,) = pod_udp_silent(report, server)
     assert prb001["evidence"]["kernel_drops"] is None
     assert "dropped no UDP DNS packet" in prb001["detail"] and "the server discarded them" in prb001["detail"]
+    print("\nPRB001: %s" % prb001["detail"])
     dmq001 = [f for f in report["findings"] if f["id"] == "DMQ001" and f["host"] == "lab-node1"]
     assert dmq001 and "cilium_host" in json.dumps(dmq001[0]["evidence"])

@@ -301,8 +301,10 @@ def test_drop_evidence_for_a_firewall_drop():
     evidence = _droptrace.drop_evidence(trace, reasons=("NETFILTER_DROP",))
     assert evidence["count"] == 4 and evidence["complete"] is True
     flow = evidence["examples"][0]
-    assert evidence["text"] == "kernel dropped 4 DNS packets in %.1f s: 4 NETFILTER_DROP in nft_do_chain; e.g. udp %s:%d -> 192.0.2.2:53 on %s (netns %d)" % (
+    # the namespace is named as the module found it (/run/netns name, the processes in it)
+    assert evidence["text"] == "kernel dropped 4 DNS packets in %.1f s: 4 NETFILTER_DROP in nft_do_chain; e.g. udp %s:%d -> 192.0.2.2:53 on %s (netns %d cdt29629s)" % (
         trace["window"]["seconds_traced"], flow["src"], flow["sport"], flow["interface"], flow["netns"])
+    assert evidence["namespaces"] == [{"netns": flow["netns"], "names": ["cdt29629s"], "processes": [{"pid": 29645, "comm": "dnsmasq"}]}]
     assert len(evidence["examples"]) == 3
     # other reasons, another namespace, the other direction: nothing to cite
     assert _droptrace.drop_evidence(trace, reasons=("NO_SOCKET",)) is None
@@ -365,7 +367,7 @@ def test_conntrack_confirmation_of_real_insert_failures():
     example = drops["examples"][0]
     assert seen["text"] == (
         "conntrack insert_failed rose by 11 during the 5.2 s trace, and in the same network namespace the kernel dropped 11 DNS packets"
-        " in 5.2 s: 11 NETFILTER_DROP in nf_hook_slow; e.g. tcp 192.0.2.1:%d -> 192.0.2.2:53 on %s (netns %d)"
+        " in 5.2 s: 11 NETFILTER_DROP in nf_hook_slow; e.g. tcp 192.0.2.1:%d -> 192.0.2.2:53 on %s (netns %d h9c)"
         % (example["sport"], example["interface"], ct["netns"]))
     # the firewall drops of the other namespace (nft_do_chain, the server side) are not cited
     assert _droptrace.drop_evidence(trace, reasons=("NETFILTER_DROP",))["count"] == 120
