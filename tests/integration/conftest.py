@@ -21,6 +21,9 @@ ANSIBLE_BIN = pathlib.Path(os.environ.get("CLUSTERDNS_ANSIBLE_BIN", str(COLLECTI
 if str(COLLECTION / "tests") not in sys.path:
     sys.path.append(str(COLLECTION / "tests"))
 
+# The node_bed fixture, SIGTERM turned into a clean stop, and the sweep of beds left by killed runs.
+from testbed.pytest_plugin import node_bed, pytest_configure, pytest_sessionfinish, pytest_sessionstart  # noqa: F401
+
 
 def run_playbook(playbook, *args, cwd=None, env=None, timeout=600):
     """Run a playbook of this checkout; returns the CompletedProcess (never raises on rc)."""
@@ -43,17 +46,3 @@ def load_report(report_dir):
 @pytest.fixture
 def report_dir(tmp_path):
     return tmp_path / "report"
-
-
-@pytest.fixture
-def node_bed(request, tmp_path):
-    """A node test bed (tests/testbed/bed.py): node and pod namespaces joined by a veth whose
-    node-side name is the fixture's parameter (indirect parametrize; default ``cilium_host``),
-    and the DNS VIP 169.254.25.10 on the node's lo. Removed after the test, also when it fails."""
-    from testbed.bed import Bed
-
-    bed = Bed(getattr(request, "param", "cilium_host"), workdir=str(tmp_path / "bed"))
-    try:
-        yield bed
-    finally:
-        bed.close()

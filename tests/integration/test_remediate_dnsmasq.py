@@ -40,7 +40,8 @@ def _bed_cli(*args):
 
 def _up(tmp_path, *extra):
     state_dir = tmp_path / "bed"
-    proc = _bed_cli("up", str(state_dir), "--pod-if", "cilium_host", "--except-interface", "cilium_*", "--python", sys.executable, *extra)
+    proc = _bed_cli("up", str(state_dir), "--pod-if", "cilium_host", "--except-interface", "cilium_*", "--python", sys.executable,
+                    "--owner-pid", str(os.getpid()), *extra)
     assert proc.returncode == 0, proc.stderr
     state = json.loads((state_dir / "state.json").read_text())
     state["dir"] = state_dir
@@ -53,7 +54,8 @@ def bed(tmp_path, request):
     try:
         yield state
     finally:
-        _bed_cli("down", str(state["dir"]))
+        down = _bed_cli("down", str(state["dir"]))
+        assert down.returncode == 0, down.stderr
 
 
 def remediate(state, tmp_path, *args):

@@ -46,14 +46,16 @@ def beds(tmp_path):
     try:
         for name in ("bed-a", "bed-b"):
             state_dir = tmp_path / name
+            made[name] = {"dir": state_dir}  # before up: down also removes a bed whose up failed half-way
             proc = _bed_cli("up", str(state_dir), "--pod-if", "cilium_host", "--except-interface", "cilium_*", "--drop-udp53",
-                            "--python", sys.executable)
+                            "--python", sys.executable, "--owner-pid", str(os.getpid()))
             assert proc.returncode == 0, proc.stderr
-            made[name] = dict(json.loads((state_dir / "state.json").read_text()), dir=state_dir)
+            made[name].update(json.loads((state_dir / "state.json").read_text()))
         yield made
     finally:
-        for state in made.values():
-            _bed_cli("down", str(state["dir"]))
+        # Every bed is taken down, and only then a failed down fails the test.
+        downs = [_bed_cli("down", str(state["dir"])) for state in made.values()]
+        assert all(proc.returncode == 0 for proc in downs), [proc.stderr for proc in downs]
 
 
 def remediate(beds, tmp_path, **variables):

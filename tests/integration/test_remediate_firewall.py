@@ -41,14 +41,15 @@ def _bed_cli(*args):
 @pytest.fixture
 def bed(tmp_path):
     state_dir = tmp_path / "bed"
-    proc = _bed_cli("up", str(state_dir), "--pod-if", "cilium_host", "--drop-udp53", "--python", sys.executable)
+    proc = _bed_cli("up", str(state_dir), "--pod-if", "cilium_host", "--drop-udp53", "--python", sys.executable, "--owner-pid", str(os.getpid()))
     assert proc.returncode == 0, proc.stderr
     state = json.loads((state_dir / "state.json").read_text())
     state["dir"] = state_dir
     try:
         yield state
     finally:
-        _bed_cli("down", str(state_dir))
+        down = _bed_cli("down", str(state_dir))
+        assert down.returncode == 0, down.stderr
 
 
 def remediate(state, tmp_path, *args):

@@ -13,12 +13,23 @@ Everything lives inside namespaces the bed creates; nothing touches the machine'
 interfaces. ``close()`` kills dnsmasq, deletes both namespaces (which removes the veth pair and
 every iptables rule made inside them) and the bed's files; the pytest fixture calls it in a
 ``finally``. Names are short and unique per bed (``cdb<hex6>n`` / ``cdb<hex6>p``).
+
+A run that is killed cannot clean up after itself, so every bed is also registered, before its
+first namespace exists, in ``/run/clusterdns-testbed/<node>.json`` with its state directory and
+its owner (a process id and that process's start time). ``sweep()`` removes the beds whose owner
+has gone (the integration conftest runs it when a session starts and ends), ``remove()`` removes
+one bed's namespaces after killing every process still inside them, and fails when a namespace
+is still there afterwards.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,6 +39,8 @@ DNSMASQ = "/usr/sbin/dnsmasq"
 VIP = "169.254.25.10"
 ZONE = "bed.test"
 ZONE_ANSWER = "192.0.2.1"
+REGISTRY = "/run/clusterdns-testbed"
+NETNS_DIR = "/run/netns"
 
 
 class BedError(RuntimeError):
@@ -42,10 +55,118 @@ def run(argv, netns=None, check=True, timeout=30, stdin=None):
     return proc
 
 
-class Bed:
-    """One node and one pod namespace. Use as a context manager or call close()."""
+def process_start(pid):
+    """The start time of ``pid`` (clock ticks since boot, /proc/PID/stat field 22), or None when
+    there is no such process or it is a zombie: with the pid it names one process, pid reuse aside."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8") as handle:
+            fields = handle.read().rsplit(") ", 1)[-1].split()
+    except (OSError, ValueError):
+        return None
+    if not fields or fields[0] == "Z":
+        return None
+    return int(fields[19])
 
-    def __init__(self, pod_if="cilium_host", subnet=0, vip=VIP, workdir=None):
+
+def netns_exists(name):
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def register(node, pod, workdir, owner_pid=None):
+    """Write the bed's registry entry (before its first namespace exists); returns its path."""
+    os.makedirs(REGISTRY, exist_ok=True)
+    entry = {"node": node, "pod": pod, "workdir": os.path.abspath(workdir) if workdir else None, "created": time.time(),
+             "owner_pid": owner_pid, "owner_start": process_start(owner_pid) if owner_pid else None}
+    path = os.path.join(REGISTRY, node + ".json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(entry, handle)
+    return path
+
+
+def registered():
+    """Every registry entry, each with its ``path``."""
+    entries = []
+    for path in sorted(glob.glob(os.path.join(REGISTRY, "*.json"))):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                entry = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        entry["path"] = path
+        entries.append(entry)
+    return entries
+
+
+def _kill_inside(name, deadline):
+    """SIGTERM, then SIGKILL, every process in netns ``name`` (dnsmasq, a module still running)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=30, check=False)
+        pids = [int(p) for p in proc.stdout.split() if p.isdigit() and int(p) != os.getpid()]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        while time.monotonic() < deadline and any(process_start(pid) is not None for pid in pids):
+            time.sleep(0.05)
+        deadline = time.monotonic() + 2
+
+
+def remove(names, registry_path=None):
+    """Remove network namespaces ``names`` (a missing one is fine) after killing what runs in them.
+
+    Raises BedError naming the namespaces still present afterwards and the error of ``ip netns del``;
+    the registry entry is removed only when every namespace is gone.
+    """
+    errors = []
+    for name in [n for n in names if n]:
+        if not netns_exists(name):
+            continue
+        _kill_inside(name, time.monotonic() + 5)
+        proc = subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True, timeout=30, check=False)
+        if netns_exists(name):
+            errors.append("%s (ip netns del exited %d: %s)" % (name, proc.returncode, (proc.stderr or proc.stdout).strip() or "no message"))
+    if errors:
+        raise BedError("network namespaces left behind: %s" % "; ".join(errors))
+    if registry_path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(registry_path)
+
+
+def stale(entry):
+    """Why a registry entry's bed is left over (its owner has gone), or None while the owner runs."""
+    owner = entry.get("owner_pid")
+    if not owner:
+        return None
+    if process_start(owner) != entry.get("owner_start"):
+        return "its owner, process %s, has ended" % owner
+    return None
+
+
+def sweep(owner_pid=None, everything=False):
+    """Remove the beds whose owner has ended (or, with ``owner_pid``, those of that owner too;
+    with ``everything``, every registered bed). Returns ``[(node, pod, reason)]`` of the beds removed."""
+    removed = []
+    for entry in registered():
+        reason = "removed on request" if everything else stale(entry)
+        if reason is None and owner_pid is not None and entry.get("owner_pid") == owner_pid:
+            reason = "still there when its owner, process %s, finished" % owner_pid
+        if reason is None:
+            continue
+        remove((entry.get("node"), entry.get("pod")), entry["path"])
+        removed.append((entry.get("node"), entry.get("pod"), reason))
+    return removed
+
+
+
+class Bed:
+    """One node and one pod namespace. Use as a context manager or call close().
+
+    ``owner_pid`` is the process whose end makes the bed a leftover for ``sweep()``: this process
+    by default, 0 for none (a bed of the command line that only ``down`` removes).
+    """
+
+    def __init__(self, pod_if="cilium_host", subnet=0, vip=VIP, workdir=None, owner_pid=None):
         if len(pod_if) > 15:
             raise ValueError("interface name %r is longer than 15 characters" % pod_if)
         tag = uuid.uuid4().hex[:6]
@@ -60,7 +181,9 @@ class Bed:
         os.makedirs(self.dir, exist_ok=True)
         self.dnsmasq = None
         self.conf_path = os.path.join(self.dir, "dnsmasq.conf")
-        self._made = []
+        # Registered before the first namespace exists; owned by this process unless told otherwise
+        # (the command line passes the process that will run ``down``, or none).
+        self.registry = register(self.node, self.pod, self.dir, os.getpid() if owner_pid is None else (owner_pid or None))
         try:
             self._build()
         except BaseException:
@@ -71,7 +194,6 @@ class Bed:
     def _build(self):
         for name in (self.node, self.pod):
             run(["ip", "netns", "add", name])
-            self._made.append(name)
             run(["ip", "link", "set", "lo", "up"], netns=name)
         # Create the pair inside the node namespace, then move the peer: no name ever exists in
         # the root namespace, so a per-test name like cilium_host cannot clash with the machine's.
@@ -169,14 +291,17 @@ class Bed:
 
     # --- clean-up -----------------------------------------------------------------------
     def close(self):
+        """Stop dnsmasq, remove both namespaces (and whatever still runs in them) and the bed's files.
+
+        Raises BedError when a namespace is still there afterwards; safe to call twice."""
         try:
             self.stop_dnsmasq()
         finally:
-            for name in reversed(self._made):
-                subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False, timeout=30)
-            self._made = []
-            if self._own_dir:
-                shutil.rmtree(self.dir, ignore_errors=True)
+            try:
+                remove((self.pod, self.node), self.registry)
+            finally:
+                if self._own_dir:
+                    shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
         return self
