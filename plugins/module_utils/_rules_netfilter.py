@@ -156,6 +156,7 @@ def ipvs_kube_dns_stale(host, facts, ctx):
     ips = kube_dns_ips(facts, ctx)
     if not ips:
         raise Skip("no kube-dns ClusterIP known (set the cluster_ip option of ipvs_facts)")
+    ready = _as_list(_dig(ctx.cluster, "kube_dns", "endpoints", "ready"))
     results = []
     for entry in kube_dns(ipvs.get("services", []), ips):
         where = "%s %s:%d" % (entry["protocol"], entry["cluster_ip"], entry["port"])
@@ -171,6 +172,14 @@ def ipvs_kube_dns_stale(host, facts, ctx):
             results.append(hit({"cluster_ip": entry["cluster_ip"], "protocol": entry["protocol"], "port": entry["port"],
                                 "real_servers": servers},
                                detail="IPVS virtual service %s has %s" % (where, "no real servers" if not servers else "only real servers at weight 0")))
+            continue
+        # Stale: a real server that is no ready CoreDNS endpoint (a deleted pod), when the cluster facts know them.
+        stale = [s for s in live if s.get("address") not in ready] if ready else []
+        if stale:
+            results.append(hit({"cluster_ip": entry["cluster_ip"], "protocol": entry["protocol"], "port": entry["port"],
+                                "stale_real_servers": stale, "ready_endpoints": ready},
+                               detail="IPVS virtual service %s sends to %s, not a ready kube-dns endpoint (ready: %s)"
+                               % (where, ", ".join("%s:%s" % (s.get("address"), s.get("port")) for s in stale), ", ".join(ready))))
     return results
 
 

@@ -175,6 +175,25 @@ def test_ipvs002_healthy_and_not_applicable():
     assert check["status"] == "skip" and "IPVS not loaded" in check["reason"]
 
 
+def test_ipvs002_real_server_that_is_no_ready_coredns_endpoint():
+    # kube-router's capture: kube-dns 10.3.0.10:53 TCP -> 10.2.66.2:53 (one real server)
+    facts = ipvs_facts("github-kube-router-160-stats.txt", ["10.3.0.10"])
+    tcp = facts["services"][1]
+    facts["services"].append(dict(tcp, protocol="UDP"))
+    server = tcp["real_servers"][0]["address"]
+    matching = {"kube_dns": {"cluster_ip": "10.3.0.10", "endpoints": {"ready": [server], "not_ready": []}}}
+    assert run({"clusterdns_ipvs": facts}, "IPVS002", cluster=matching)[0]["status"] == "pass"
+    moved = {"kube_dns": {"cluster_ip": "10.3.0.10", "endpoints": {"ready": ["10.2.70.9"], "not_ready": [server]}}}
+    check, findings = run({"clusterdns_ipvs": facts}, "IPVS002", cluster=moved)
+    assert check["status"] == "fail"
+    assert sorted(f["detail"] for f in findings) == [
+        "IPVS virtual service %s 10.3.0.10:53 sends to %s:53, not a ready kube-dns endpoint (ready: 10.2.70.9)" % (proto, server)
+        for proto in ("TCP", "UDP")]
+    assert findings[0]["evidence"]["stale_real_servers"][0]["address"] == server
+    unknown = {"kube_dns": {"cluster_ip": "10.3.0.10"}}  # endpoints not readable: no opinion on staleness
+    assert run({"clusterdns_ipvs": facts}, "IPVS002", cluster=unknown)[0]["status"] == "pass"
+
+
 # NLD001 ---------------------------------------------------------------------------------------
 
 def test_nld001_notrack_but_nothing_listens():
