@@ -13,12 +13,17 @@ Then it times, ``--repeats`` times each, the pure parser (``_iptables.parse_save
 already in memory, as the module has it from the command) and ``grep -c -- '-A '`` on the file
 (one process, wall clock), and prints the medians and their ratio.
 
-    python3 bench/iptables_parse.py [--rules 100000] [--repeats 7] [--seed 20261122] [--keep FILE]
+    python3 bench/iptables_parse.py [--rules 100000] [--repeats 7] [--seed 20261122] [--keep FILE] [--compare FILE]
+
+``--compare FILE`` also times another version of ``_iptables.py`` (for example
+``git show 348bd53:plugins/module_utils/_iptables.py > /tmp/old.py``) in the same rounds, so that a
+busy machine slows both alike and the two medians say whether the parser itself got slower.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import pathlib
 import random
@@ -111,8 +116,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--keep", help="also write the generated dump to this file")
+    parser.add_argument("--compare", help="another _iptables.py to time in the same rounds")
     args = parser.parse_args(argv)
     _iptables = _import_parser()
+    other = None
+    if args.compare:
+        spec = importlib.util.spec_from_file_location("iptables_compare", args.compare)
+        other = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(other)
+    other_times = []
 
     text, rules = generate(args.rules, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,6 +141,10 @@ def main(argv=None):
             start = time.perf_counter()
             parsed = _iptables.parse_save(text, str(path))
             parse_times.append(time.perf_counter() - start)
+            if other is not None:
+                start = time.perf_counter()
+                other.parse_save(text, str(path))
+                other_times.append(time.perf_counter() - start)
     parsed_rules = sum(parsed["rule_count"].values())
     if parsed_rules != grep_count or parsed_rules != rules:
         raise SystemExit("rule counts differ: generator %d, grep -c %d, parser %d" % (rules, grep_count, parsed_rules))
@@ -141,6 +157,9 @@ def main(argv=None):
     print("grep -c  median %.4f s over %d runs (min %.4f)" % (grep_median, args.repeats, min(grep_times)))
     print("parser   median %.4f s over %d runs (min %.4f)" % (parse_median, args.repeats, min(parse_times)))
     print("ratio parser/grep: %.1f" % (parse_median / grep_median))
+    if other_times:
+        print("%s median %.4f s over %d runs (min %.4f); ratio parser/compared: %.2f"
+              % (args.compare, statistics.median(other_times), args.repeats, min(other_times), parse_median / statistics.median(other_times)))
     return 0
 
 
