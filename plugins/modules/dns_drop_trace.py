@@ -156,7 +156,9 @@ ansible_facts:
           type: bool
           sample: true
         reason:
-          description: Why tracing was not possible, or V(null).
+          description:
+            - Why tracing was not possible.
+            - With V(available=true), why the drops have no reason names (V(locations) mode), else V(null).
           returned: always
           type: str
           sample: "needs root: bpftrace runs only as root (effective uid 65534)"
@@ -563,6 +565,8 @@ NETNS_DIRS = ("/run/netns", "/var/run/netns", "/run/docker/netns")
 # bpftrace compiles the program with LLVM before attaching: allow for a slow node.
 STARTUP_GRACE = 60
 KILL_WAIT = 5
+NO_REASON_FIELD = ("the kernel's skb:kfree_skb tracepoint has no drop reason field (Linux before 5.17): "
+                   "drops are counted by kernel location only")
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -728,6 +732,7 @@ class Tracer:
         self.result.update({
             "available": True,
             "mode": "reasons" if fmt["has_reason"] else "locations",
+            "reason": None if fmt["has_reason"] else NO_REASON_FIELD,
             "engine": {"bpftrace": self.bpftrace, "version": _v(self.version), "program_version": _droptrace_bt.PROGRAM_VERSION,
                        "exit_code": run["rc"], "messages": run["stderr"].splitlines()[-20:]},
             "window": {"seconds_requested": self.params["seconds"], "seconds_traced": traced, "started": started,

@@ -547,6 +547,57 @@ def test_conntrack_insert_failures_on_dns_flows_are_seen_live(tmp_path):
     assert "in the same network namespace the kernel dropped %d DNS packet" % refused in seen["text"]
 
 
+def _private_mounts(script):
+    """A Run prefix: the module runs in a new mount namespace that ``script`` (sh) prepared first,
+    so what it hides or replaces is never seen by the rest of the machine."""
+    return ("unshare", "-m", "--propagation", "private", "sh", "-c", script + ' && exec "$0" "$@"')
+
+
+def test_kernel_without_btf_gets_available_false(tmp_path):
+    run = Run(tmp_path, {"seconds": 1}, prefix=_private_mounts("mount -t tmpfs none /sys/kernel/btf"))
+    facts = run.result(timeout=60)["ansible_facts"]["clusterdns_drop_trace"]
+    assert facts["available"] is False and facts["mounted_tracefs"] is False
+    assert facts["reason"] == "the kernel has no BTF (/sys/kernel/btf/vmlinux missing): the trace program needs kernel type information"
+
+
+def test_kernel_without_tracefs_gets_available_false(tmp_path):
+    # no tracefs mounted and no /sys/kernel/tracing to mount it on (BTF kept in place)
+    keep = tmp_path / "btf"
+    keep.mkdir()
+    script = ("for p in /sys/kernel/tracing /sys/kernel/debug/tracing /sys/kernel/debug; do umount -R $p 2>/dev/null; done;"
+              f" mount --bind /sys/kernel/btf {keep} && mount -t tmpfs none /sys/kernel && mkdir /sys/kernel/btf"
+              f" && mount --move {keep} /sys/kernel/btf")
+    run = Run(tmp_path, {"seconds": 1}, prefix=_private_mounts(script))
+    facts = run.result(timeout=60)["ansible_facts"]["clusterdns_drop_trace"]
+    assert facts["available"] is False and facts["mounted_tracefs"] is False
+    assert facts["reason"] == "tracefs is not mounted and /sys/kernel/tracing does not exist (kernel without tracefs?)"
+
+
+def test_kernel_without_drop_reasons_counts_by_location(tmp_path, clean_firewall):
+    # A kernel before 5.17: its kfree_skb format (no reason field; skbaddr and location at the same
+    # offsets as on 6.18) is bound over this kernel's, for the module and bpftrace alike. The module
+    # renders the program without the reason and still sees the real drops, by kernel location.
+    bed = clean_firewall
+    bed.firewall("-A", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP")
+    old = COLLECTION / "tests" / "unit" / "plugins" / "module_utils" / "fixtures" / "droptrace" / "linux-pre5.17-kfree_skb-format.txt"
+    script = "mount -t tracefs nodev /sys/kernel/tracing && mount --bind %s /sys/kernel/tracing/events/skb/kfree_skb/format" % old
+    run = Run(tmp_path, {"seconds": 4}, prefix=_private_mounts(script))
+    try:
+        run.wait_attached()
+        for _query in range(2):
+            assert "timed out" in bed.query("192.0.2.2").stdout
+        result = run.result()
+    finally:
+        run.kill()
+    facts = result["ansible_facts"]["clusterdns_drop_trace"]
+    assert facts["available"] is True and facts["mode"] == "locations"
+    assert facts["reason"].startswith("the kernel's skb:kfree_skb tracepoint has no drop reason field (Linux before 5.17)")
+    ours = _ours(facts, bed)
+    assert [(f["reason"], f["location"], f["interface"], f["dst"], f["dport"]) for f in ours] == [
+        (None, "nft_do_chain", bed.srv_if, "192.0.2.2", 53)] * len(ours) and sum(f["count"] for f in ours) == 2
+    assert "(no reason field) in nft_do_chain" in facts["summary"]
+
+
 def test_conntrack_probe_program_compiles_on_this_kernel(tmp_path):
     # This kernel has no kprobes, so the module uses the counters; the kprobe variant of the program
     # must still be valid bpftrace: compile it to an ELF file without attaching (dry run).

@@ -302,8 +302,9 @@ def test_drop_evidence_for_a_firewall_drop():
     assert evidence["count"] == 4 and evidence["complete"] is True
     flow = evidence["examples"][0]
     # the namespace is named as the module found it (/run/netns name, the processes in it)
-    assert evidence["text"] == "kernel dropped 4 DNS packets in %.1f s: 4 NETFILTER_DROP in nft_do_chain; e.g. udp %s:%d -> 192.0.2.2:53 on %s (netns %d cdt29629s)" % (
-        trace["window"]["seconds_traced"], flow["src"], flow["sport"], flow["interface"], flow["netns"])
+    assert evidence["text"] == (
+        "kernel dropped 4 DNS packets in %.1f s: 4 NETFILTER_DROP in nft_do_chain; e.g. udp %s:%d -> 192.0.2.2:53 on %s (netns %d cdt29629s)"
+        % (trace["window"]["seconds_traced"], flow["src"], flow["sport"], flow["interface"], flow["netns"]))
     assert evidence["namespaces"] == [{"netns": flow["netns"], "names": ["cdt29629s"], "processes": [{"pid": 29645, "comm": "dnsmasq"}]}]
     assert len(evidence["examples"]) == 3
     # other reasons, another namespace, the other direction: nothing to cite
