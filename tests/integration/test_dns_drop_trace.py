@@ -261,6 +261,21 @@ def test_iptables_drop_on_udp53_is_netfilter_drop_with_netns_and_flow(tmp_path, 
     assert "dnsmasq" in [proc["comm"] for proc in where["processes"]]
 
 
+def test_other_dns_ports_are_traced_when_named(tmp_path, clean_firewall):
+    # ports [53, 1053]: a dropped query to port 1053 is traced, one to port 2053 is not
+    bed = clean_firewall
+    bed.firewall("-A", "INPUT", "-p", "udp", "-m", "multiport", "--dports", "1053,2053", "-j", "DROP")
+
+    def queries():
+        assert "timed out" in bed.query("192.0.2.2", "-p", "1053").stdout
+        assert "timed out" in bed.query("192.0.2.2", "-p", "2053").stdout
+
+    facts = _trace_while(tmp_path, bed, queries, ports=[53, 1053])
+    assert facts["ports"] == [53, 1053]
+    ours = _ours(facts, bed)
+    assert [(f["reason"], f["dport"], f["direction"], f["count"]) for f in ours] == [("NETFILTER_DROP", 1053, "query", 1)], ours
+
+
 def test_query_to_an_address_without_listener_is_no_socket(tmp_path, bed):
     answers = []
 
