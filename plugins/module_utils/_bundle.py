@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils._dnsmasq import load as dnsmasq_load
+from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
 from ansible_collections.clusterdns.doctor.plugins.module_utils._kernel import SYSCTLS
 
 # Files and glob patterns, as node paths.
@@ -87,6 +89,27 @@ def dnsmasq_config_paths(argv):
         if value:
             paths.append(value.split(",")[0])
     return paths
+
+
+def dnsmasq_include_paths(argv, reader, lister):
+    """Every conf-file / conf-dir path a dnsmasq instance reads: those of its command line and those
+    named inside its configuration files, followed as dnsmasq follows them (``_dnsmasq.load``), so
+    that a drop-in directory named in a file outside /etc/dnsmasq.d is in the bundle too.
+
+    ``reader`` and ``lister`` as for ``_dnsmasq.load``. Returns ``(paths, problem)``: on a file that
+    does not parse, the command line's paths and the parse error (the bundle still holds the file).
+    """
+    paths = dnsmasq_config_paths(argv)
+    try:
+        loaded = dnsmasq_load(argv, reader, lister)
+    except ParseError as exc:
+        return paths, str(exc)
+    for entry in loaded["entries"]:
+        if entry["option"] in ("conf-file", "conf-dir") and entry.get("value"):
+            path = entry["value"].split(",")[0].strip()
+            if path and path not in paths and path not in ("-", "/dev/null"):
+                paths.append(path)
+    return paths, None
 
 
 def kubelet_resolv_conf(config_text):

@@ -16,7 +16,9 @@ description:
     configuration, ...) and C(commands/<name>.txt) for the command outputs they parse
     (C(iptables-save), C(ss -lnup), C(ip -j addr), C(dmesg), ...). The list is in C(docs/bundle.md).
   - The running dnsmasq and kubelet command lines are saved as C(commands/dnsmasq-cmdline.txt) and
-    C(commands/kubelet-cmdline.txt), and the configuration files they name are collected too.
+    C(commands/kubelet-cmdline.txt), and the configuration files they name are collected too; for
+    dnsmasq also every C(conf-file) and C(conf-dir) named inside its configuration files, followed
+    as dnsmasq follows them.
   - Symbolic links are stored as links (C(/etc/resolv.conf) pointing at the systemd-resolved stub
     matters), C(/proc) files by their content.
   - Nothing on the node changes except the archive itself. C(ipvsadm) only runs where
@@ -104,7 +106,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._bundle import COMMANDS, FILES, dnsmasq_config_paths, kubelet_resolv_conf, process_line
+from ansible_collections.clusterdns.doctor.plugins.module_utils._bundle import COMMANDS, FILES, dnsmasq_include_paths, kubelet_resolv_conf, process_line
 from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import LC_ENV
 
 
@@ -184,6 +186,21 @@ def _processes(comm):
     return found
 
 
+def _read_text(path):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read(), None
+    except OSError as exc:
+        return None, exc.strerror
+
+
+def _list_dir(path):
+    try:
+        return os.listdir(path), None
+    except OSError as exc:
+        return None, exc.strerror
+
+
 def collect(module, writer, run_commands):
     for pattern in FILES:
         for node_path in sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]:
@@ -193,8 +210,11 @@ def collect(module, writer, run_commands):
     if dnsmasq:
         writer.data("/commands/dnsmasq-cmdline.txt", ("\n".join(process_line(pid, argv) for pid, argv in dnsmasq) + "\n").encode())
         saved.append("dnsmasq-cmdline")
-        for _pid, argv in dnsmasq:
-            for conf in dnsmasq_config_paths(argv):
+        for pid, argv in dnsmasq:
+            paths, problem = dnsmasq_include_paths(argv, _read_text, _list_dir)
+            if problem:
+                writer.missing.append("dnsmasq (pid %s) includes: %s" % (pid, problem))
+            for conf in paths:
                 writer.path(conf)
     kubelet = _processes("kubelet")
     if kubelet:

@@ -1,12 +1,17 @@
 # Copyright (c) clusterdns.doctor contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""collect.yml writes a bundle per node; diagnose on that bundle gives the findings of the live run."""
+"""collect.yml writes a bundle per node; diagnose on that bundle gives the findings of the live run: on this
+machine, and on the node test bed with the seed-003 fault and a DNS-dropping rule (tests/testbed)."""
 
 from __future__ import annotations
 
+import json
+import os
 import tarfile
 
+import pytest
 from conftest import load_report, run_playbook
+from test_diagnose_bed import bed_inventory, diagnose_bed
 
 
 def _checks(report):
@@ -47,3 +52,38 @@ def test_collect_check_mode_writes_nothing(tmp_path):
     run = run_playbook("collect.yml", "--check", "-e", "clusterdns_bundle_dir=%s" % bundles)
     assert run.returncode == 0, run.stdout
     assert not bundles.exists() or not list(bundles.iterdir())
+
+
+# --- the same on the node test bed: a node with findings, reached through its namespace -------------------------
+
+BED_FAULT = "# keep dnsmasq off the CNI interfaces (seed 003)\nexcept-interface=cilium_*\n"
+
+
+@pytest.mark.netns
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
+@pytest.mark.skipif(not os.path.exists("/usr/sbin/dnsmasq"), reason="dnsmasq is not installed (apt-get install dnsmasq-base)")
+def test_collect_from_the_broken_bed_then_offline_gives_the_live_findings(node_bed, tmp_path):
+    """The seed-003 node (dnsmasq except-interface=cilium_* in a conf-dir drop-in) with UDP 53 also
+    dropped on the pod interface: live diagnose, collect.yml, then diagnose on the bundle. Every
+    finding (id, host, severity, detail, evidence) is the same, and DMQ001 and IPT002 are among them."""
+    dropin = node_bed.write_conf(BED_FAULT, "dnsmasq.d/10-cni.conf")
+    node_bed.write_conf("except-interface=lo\n", "dnsmasq.d/10-cni.conf.dpkg-old")  # not read: no .conf suffix
+    node_bed.start_dnsmasq("bind-dynamic\nconf-dir=%s,*.conf\n" % os.path.dirname(dropin))
+    node_bed.add_drop("udp")
+    inventory = bed_inventory(node_bed, tmp_path)
+
+    live = diagnose_bed(tmp_path, "live", "-i", inventory)
+    bundles = tmp_path / "bundles"
+    collect = run_playbook("collect.yml", "-i", inventory, "-e", "clusterdns_bundle_dir=%s" % bundles)
+    assert collect.returncode == 0, collect.stdout[-4000:]
+    with tarfile.open(bundles / "bed-node.tar.gz") as tar:
+        names = set(tar.getnames())
+    assert {"bed-node/commands/dnsmasq-cmdline.txt", "bed-node/commands/iptables-save.txt", "bed-node" + dropin} <= names
+    offline = diagnose_bed(tmp_path, "offline", "-e", "clusterdns_bundle_dir=%s" % bundles)
+
+    assert offline["hosts"] == live["hosts"] == ["bed-node"]
+    assert {f["id"] for f in live["findings"]} >= {"DMQ001", "IPT002"}
+    (dmq001,) = [f for f in live["findings"] if f["id"] == "DMQ001"]
+    assert dmq001["evidence"]["interface"] == "cilium_host" and dmq001["evidence"]["config_line"] == "%s:2: except-interface=cilium_*" % dropin
+    assert sorted(offline["findings"], key=json.dumps) == sorted(live["findings"], key=json.dumps)
+    assert _checks(offline) == _checks(live)

@@ -22,6 +22,7 @@ import uuid
 
 import pytest
 from conftest import ANSIBLE_BIN, COLLECTION, FIXTURES
+from testbed.bed import remove
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils import _findings
 
@@ -54,7 +55,7 @@ def node(tmp_path):
         wrapper.chmod(0o755)
         yield name, wrapper
     finally:
-        subprocess.run(["ip", "netns", "del", name], check=False, timeout=30)
+        remove([name])  # kills what still runs inside; fails naming the namespace if it stays
 
 
 def gather(wrapper, tmp_path):

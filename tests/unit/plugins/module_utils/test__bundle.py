@@ -19,6 +19,24 @@ def test_dnsmasq_config_paths_from_real_command_lines():
     assert _bundle.dnsmasq_config_paths(["dnsmasq", "-k"]) == []
 
 
+def test_dnsmasq_include_paths_follow_the_configuration_files():
+    files = {"/etc/dnsmasq.conf": "conf-dir=/srv/cni-dns,*.conf\nconf-file=/srv/extra.conf\n",
+             "/srv/extra.conf": "conf-dir=/srv/more\n", "/srv/cni-dns/10-cni.conf": "except-interface=cilium_*\n"}
+    dirs = {"/srv/cni-dns": ["10-cni.conf"], "/srv/more": []}
+
+    def reader(path):
+        return (files[path], None) if path in files else (None, "No such file or directory")
+
+    def lister(path):
+        return (dirs[path], None) if path in dirs else (None, "No such file or directory")
+
+    assert _bundle.dnsmasq_include_paths(["dnsmasq", "-k"], reader, lister) == (["/srv/cni-dns", "/srv/extra.conf", "/srv/more"], None)
+    assert _bundle.dnsmasq_include_paths(["dnsmasq", "--conf-file=/srv/extra.conf"], reader, lister) == (["/srv/extra.conf", "/srv/more"], None)
+    files["/srv/extra.conf"] = "no-such-option\n"
+    paths, problem = _bundle.dnsmasq_include_paths(["dnsmasq", "--conf-file=/srv/extra.conf"], reader, lister)
+    assert paths == ["/srv/extra.conf"] and "/srv/extra.conf" in problem and "no-such-option" in problem
+
+
 def test_kubelet_resolv_conf():
     assert _bundle.kubelet_resolv_conf("kind: KubeletConfiguration\nresolvConf: /run/systemd/resolve/resolv.conf\n") == "/run/systemd/resolve/resolv.conf"
     assert _bundle.kubelet_resolv_conf("resolvConf: \"/etc/k8s-resolv.conf\"  # custom\n") == "/etc/k8s-resolv.conf"
