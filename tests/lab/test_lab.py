@@ -207,7 +207,7 @@ def replicas_answering(n=16):
     """Send n queries for fresh external names from pod1 through the ClusterIP; how many each
     CoreDNS replica logged."""
     offs = lab.log_offsets()
-    names = [fresh() for _ in range(n)]
+    names = [fresh() for _query in range(n)]
     for name in names:
         assert short(POD1, name) == "203.0.113.7"
 
