@@ -22,7 +22,12 @@ if str(COLLECTION / "tests") not in sys.path:
     sys.path.append(str(COLLECTION / "tests"))
 
 # The node_bed fixture, SIGTERM turned into a clean stop, and the sweep of beds left by killed runs.
-from testbed.pytest_plugin import node_bed, pytest_configure, pytest_sessionfinish, pytest_sessionstart  # noqa: F401
+from testbed import pytest_plugin as testbed_plugin
+
+node_bed = testbed_plugin.node_bed
+pytest_configure = testbed_plugin.pytest_configure
+pytest_sessionstart = testbed_plugin.pytest_sessionstart
+pytest_sessionfinish = testbed_plugin.pytest_sessionfinish
 
 
 def run_playbook(playbook, *args, cwd=None, env=None, timeout=600):

@@ -158,7 +158,6 @@ def sweep(owner_pid=None, everything=False):
     return removed
 
 
-
 class Bed:
     """One node and one pod namespace. Use as a context manager or call close().
 
