@@ -23,6 +23,7 @@ import pathlib
 import secrets
 import subprocess
 
+import jsonschema
 import pytest
 import yaml
 from conftest import lab, labctl, wait_until
@@ -31,6 +32,7 @@ pytestmark = [pytest.mark.lab]
 
 COLLECTION = pathlib.Path(__file__).resolve().parents[2]
 SERVICE = "/api/v1/namespaces/kube-system/services/kube-dns"
+SCHEMA = json.loads((COLLECTION / "docs" / "findings.schema.json").read_text())
 
 
 def server():
@@ -93,6 +95,7 @@ def test_diagnose_and_remediate_read_the_cluster_from_the_bearer_token_variables
     try:
         proc, report = run(tmp_path, "diagnose.yml", "diagnose", token)
         ok(proc)
+        jsonschema.validate(report, SCHEMA)
         cluster = report["cluster"]
         assert cluster["status"] == "assessed" and cluster["source"] == "K8S_AUTH_HOST " + server(), cluster
         assert cluster["server_version"] and cluster["context"] is None
