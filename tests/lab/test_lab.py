@@ -328,7 +328,15 @@ def test_tolerate_unready_annotation(api, baseline):
     # CoreDNS >= 1.8.4 ignores the annotation: the not-ready endpoint is not published
     rc, out = wait_until(lambda: nxdomain(dig(POD1, "legacy-db.default.svc.cluster.local")), 10) or dig(POD1, "legacy-db.default.svc.cluster.local")
     assert "NXDOMAIN" in out, out
+    # the fix the seed names: publishNotReadyAddresses, with which the EndpointSlice controller marks
+    # the endpoint ready, and the name resolves (+cd: not the NXDOMAIN cached above)
+    api.patch("/api/v1/namespaces/default/services/legacy-db", {"spec": {"publishNotReadyAddresses": True}})
+    path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/legacy-db-lab"
+    ep = api.get(path)["endpoints"][0]
+    api.patch(path, {"endpoints": [dict(ep, conditions={"ready": True, "serving": True, "terminating": False})]})
+    assert wait_until(lambda: short(POD1, "legacy-db.default.svc.cluster.local", "+cd") == ep["addresses"][0], 20)
     labctl("heal", "tolerate-unready-annotation")
+    assert api.get("/api/v1/namespaces/default/services/legacy-db") is None
     assert_clean(api, baseline)
 
 
