@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.lab]
 
 COLLECTION = pathlib.Path(__file__).resolve().parents[2]
 SERVICE = "/api/v1/namespaces/kube-system/services/kube-dns"
+CONFIGMAP = "/api/v1/namespaces/kube-system/configmaps/coredns"
 SCHEMA = json.loads((COLLECTION / "docs" / "findings.schema.json").read_text())
 
 
@@ -102,15 +103,19 @@ def test_diagnose_and_remediate_read_the_cluster_from_the_bearer_token_variables
         svc001 = [f for f in report["findings"] if f["id"] == "SVC001"]
         assert svc001 and svc001[0]["evidence"]["session_affinity"] == "ClientIP", report["findings"]
 
-        # the dry run plans the fix and changes nothing
-        before = api.get(SERVICE)["metadata"]["resourceVersion"]
-        proc, report = run(tmp_path, "remediate.yml", "check", token, "--tags", "coredns", "--check", "--diff")
+        # the dry run plans the fix (and a Corefile edit of our own: coredns_corefile reads the same
+        # variables) and changes nothing
+        before = {path: api.get(path)["metadata"]["resourceVersion"] for path in (SERVICE, CONFIGMAP)}
+        edit = json.dumps({"coredns_corefile_edits": [{"plugin": "cache", "args": [31]}]})
+        proc, report = run(tmp_path, "remediate.yml", "check", token, "--tags", "coredns", "--check", "--diff", "-e", edit)
         ok(proc)
         assert report["cluster"]["source"] == "K8S_AUTH_HOST " + server()
         assert "SVC001" in report["before"]["ids"] and "SVC001" in ids(report)
-        planned = report["remediation"]["cluster"]["clusterdns_remediate_result_coredns"]["workload"]
-        assert planned["changed"] and "sessionAffinity" in proc.stdout, planned
-        assert api.get(SERVICE)["metadata"]["resourceVersion"] == before and not (tmp_path / "backups").exists()
+        planned = report["remediation"]["cluster"]["clusterdns_remediate_result_coredns"]
+        assert planned["workload"]["changed"] and "sessionAffinity: ClientIP" in proc.stdout, planned
+        assert any(a.endswith("-> cache 31") for a in planned["corefile"]["actions"]) and "+    cache 31" in proc.stdout, planned["corefile"]
+        assert {path: api.get(path)["metadata"]["resourceVersion"] for path in before} == before
+        assert not (tmp_path / "backups").exists()
 
         # the run fixes it, through the same variables
         proc, report = run(tmp_path, "remediate.yml", "run", token, "--tags", "coredns")
