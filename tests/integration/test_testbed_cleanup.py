@@ -129,16 +129,18 @@ def test_sigterm_still_runs_the_teardown(tmp_path):
 
 def test_the_next_session_sweeps_the_beds_of_a_killed_run_and_only_those(tmp_path):
     # A process that makes a bed and dies without any clean-up (SIGKILL, power cut of a runner).
-    killed = subprocess.run([sys.executable, "-c", "import os\nfrom testbed.bed import Bed\nb = Bed(workdir=%r)\n"
-                             "print(b.node, b.pod, flush=True)\nos._exit(0)\n" % str(tmp_path / "killed")],
+    # Its DNS pod namespace and that namespace's dnsmasq go too.
+    killed = subprocess.run([sys.executable, "-c", "import os\nfrom testbed.bed import Bed\nb = Bed(workdir=%r)\nb.add_dns_pod()\n"
+                             "print(b.node, b.pod, *b.extra, flush=True)\nos._exit(0)\n" % str(tmp_path / "killed")],
                             env=_env(), capture_output=True, text=True, timeout=60, check=True)
     orphan = killed.stdout.split()
+    assert len(orphan) == 3 and _pids(orphan[2])  # the DNS pod's dnsmasq runs on
     live = testbed.Bed("cni0", workdir=str(tmp_path / "live"))  # owned by this process, which runs
     try:
         assert _exists(*orphan) == orphan
         swept = _cli("sweep")
         assert swept.returncode == 0, swept.stderr
-        assert "removed %s %s: its owner, process" % tuple(orphan) in swept.stdout
+        assert "removed %s %s: its owner, process" % tuple(orphan[:2]) in swept.stdout
         assert _exists(*orphan) == []
         assert _exists(live.node, live.pod) == [live.node, live.pod]
         assert live.node not in swept.stdout

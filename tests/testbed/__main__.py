@@ -31,7 +31,7 @@ import signal
 import sys
 import time
 
-from testbed.bed import DNSMASQ, REGISTRY, VIP, ZONE, ZONE_ANSWER, Bed, BedError, registered, remove, run, sweep
+from testbed.bed import DNSMASQ, REGISTRY, VIP, ZONE, ZONE_ANSWER, Bed, BedError, entry_names, registered, remove, run, sweep
 
 
 def _write_state(directory, state):
@@ -87,7 +87,12 @@ def down_state(state):
             os.kill(pid, signal.SIGTERM)
     except (OSError, TypeError, ValueError):
         pass
-    remove((state.get("pod"), state.get("node")), os.path.join(REGISTRY, "%s.json" % state.get("node")) if state.get("node") else None)
+    registry = os.path.join(REGISTRY, "%s.json" % state.get("node")) if state.get("node") else None
+    names = entry_names(state)
+    for entry in registered():
+        if entry["path"] == registry:
+            names = entry_names(entry)  # with the namespaces added after up
+    remove(names, registry)
 
 
 def _read_state(directory):

@@ -8,6 +8,9 @@
     eth0 10.244.X.2/24  <-- veth --> <pod_if> 10.244.X.1/24   (cilium_host, lxc..., cni0, cali...)
     default via 10.244.X.1           lo: 127.0.0.1, DNS VIP 169.254.25.10/32
                                      dnsmasq (/usr/sbin/dnsmasq), zone bed.test -> 192.0.2.1
+    DNS pod namespace (add_dns_pod)  lxc<hex6>d 10.244.1.1/24, forwarding; kube-proxy rules
+    eth0 10.244.1.2/24  <-- veth --> (add_cluster_ip): ClusterIP 10.96.0.10:53 -> DNAT 10.244.1.2:53
+    dnsmasq, zone bed.test
 
 Everything lives inside namespaces the bed creates; nothing touches the machine's own
 interfaces. ``close()`` kills dnsmasq, deletes both namespaces (which removes the veth pair and
@@ -24,8 +27,10 @@ is still there afterwards.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -72,10 +77,11 @@ def netns_exists(name):
     return os.path.exists(os.path.join(NETNS_DIR, name))
 
 
-def register(node, pod, workdir, owner_pid=None):
-    """Write the bed's registry entry (before its first namespace exists); returns its path."""
+def register(node, pod, workdir, owner_pid=None, extra=()):
+    """Write the bed's registry entry (before a namespace it names exists); returns its path.
+    ``extra``: further namespaces of the bed (the DNS pod)."""
     os.makedirs(REGISTRY, exist_ok=True)
-    entry = {"node": node, "pod": pod, "workdir": os.path.abspath(workdir) if workdir else None, "created": time.time(),
+    entry = {"node": node, "pod": pod, "extra": list(extra), "workdir": os.path.abspath(workdir) if workdir else None, "created": time.time(),
              "owner_pid": owner_pid, "owner_start": process_start(owner_pid) if owner_pid else None}
     path = os.path.join(REGISTRY, node + ".json")
     with open(path, "w", encoding="utf-8") as handle:
@@ -133,6 +139,11 @@ def remove(names, registry_path=None):
             os.unlink(registry_path)
 
 
+def entry_names(entry):
+    """The namespaces of a registry entry or a command-line state, pod side first."""
+    return [n for n in [entry.get("pod"), *(entry.get("extra") or []), entry.get("node")] if n]
+
+
 def stale(entry):
     """Why a registry entry's bed is left over (its owner has gone), or None while the owner runs."""
     owner = entry.get("owner_pid")
@@ -153,7 +164,7 @@ def sweep(owner_pid=None, everything=False):
             reason = "still there when its owner, process %s, finished" % owner_pid
         if reason is None:
             continue
-        remove((entry.get("node"), entry.get("pod")), entry["path"])
+        remove(entry_names(entry), entry["path"])
         removed.append((entry.get("node"), entry.get("pod"), reason))
     return removed
 
@@ -182,7 +193,10 @@ class Bed:
         self.conf_path = os.path.join(self.dir, "dnsmasq.conf")
         # Registered before the first namespace exists; owned by this process unless told otherwise
         # (the command line passes the process that will run ``down``, or none).
-        self.registry = register(self.node, self.pod, self.dir, os.getpid() if owner_pid is None else (owner_pid or None))
+        self._owner = os.getpid() if owner_pid is None else (owner_pid or None)
+        self.extra = []  # further namespaces (add_dns_pod)
+        self._servers = []  # dnsmasq processes outside the node namespace
+        self.registry = register(self.node, self.pod, self.dir, self._owner)
         try:
             self._build()
         except BaseException:
@@ -213,12 +227,57 @@ class Bed:
         run(["ip", "addr", "add", "10.244.%d.2/24" % subnet, "dev", peer], netns=self.pod)
         run(["ip", "link", "set", peer, "up"], netns=self.pod)
 
-    def add_cluster_ip(self, cluster_ip="10.96.0.10"):
-        """kube-proxy style DNAT of ``cluster_ip`` port 53 (UDP and TCP) to the VIP, in the node namespace."""
-        for proto in ("udp", "tcp"):
-            run(["iptables", "-t", "nat", "-A", "PREROUTING", "-d", cluster_ip + "/32", "-p", proto, "--dport", "53",
-                 "-m", "comment", "--comment", "kube-system/kube-dns:dns", "-j", "DNAT", "--to-destination", self.vip + ":53"],
-                netns=self.node)
+    def add_dns_pod(self, subnet=1):
+        """A CoreDNS stand-in in a namespace of its own (``cdb<hex6>d``), joined to the node by a veth
+        ``lxc<hex6>d`` as Cilium names a pod's, at 10.244.<subnet>.2, with a dnsmasq answering the
+        bed's zone. The node namespace forwards (its own net.ipv4.ip_forward). Returns the address."""
+        name = self.node[:-1] + "d"
+        node_if = "lxc" + self.node[3:-1] + "d"
+        address = "10.244.%d.2" % subnet
+        self.extra.append(name)
+        self.registry = register(self.node, self.pod, self.dir, self._owner, self.extra)  # before it exists
+        run(["ip", "netns", "add", name])
+        run(["ip", "link", "set", "lo", "up"], netns=name)
+        run(["ip", "link", "add", node_if, "type", "veth", "peer", "name", "eth0", "netns", name], netns=self.node)
+        run(["ip", "addr", "add", "10.244.%d.1/24" % subnet, "dev", node_if], netns=self.node)
+        run(["ip", "link", "set", node_if, "up"], netns=self.node)
+        run(["ip", "addr", "add", address + "/24", "dev", "eth0"], netns=name)
+        run(["ip", "link", "set", "eth0", "up"], netns=name)
+        run(["ip", "route", "add", "default", "via", "10.244.%d.1" % subnet], netns=name)
+        run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], netns=self.node)
+        server = subprocess.Popen(["ip", "netns", "exec", name, DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--pid-file=",
+                                   "--user=root", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=" + address,
+                                   "--address=/%s/%s" % (ZONE, ZONE_ANSWER)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self._servers.append(server)
+        for _attempt in range(50):  # at most 5 s
+            if server.poll() is not None:
+                raise BedError("dnsmasq of the DNS pod exited at start: %s" % server.stderr.read().strip())
+            if "%s:53 " % address in run(["ss", "-lnu"], netns=name).stdout:
+                return address
+            time.sleep(0.1)
+        raise BedError("dnsmasq of the DNS pod did not listen on %s:53 within 5 s" % address)
+
+    def add_cluster_ip(self, cluster_ip="10.96.0.10", target=None):
+        """kube-proxy (iptables mode) rules for the kube-dns Service ``cluster_ip`` port 53, UDP and TCP,
+        in the node namespace: KUBE-SERVICES from PREROUTING and OUTPUT, a KUBE-SVC chain per port with
+        the ``kube-system/kube-dns:dns`` / ``:dns-tcp`` comments, and a KUBE-SEP chain that DNATs to
+        ``target`` port 53 (a DNS pod of add_dns_pod; default: the VIP on the node)."""
+        target = target or self.vip
+        if run(["iptables", "-t", "nat", "-N", "KUBE-SERVICES"], netns=self.node, check=False).returncode == 0:
+            for chain in ("PREROUTING", "OUTPUT"):
+                run(["iptables", "-t", "nat", "-A", chain, "-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES"],
+                    netns=self.node)
+        for proto, port_name in (("udp", "dns"), ("tcp", "dns-tcp")):
+            digest = base64.b32encode(hashlib.sha256(("%s/%s/%s" % (cluster_ip, proto, target)).encode()).digest()).decode()
+            svc, sep = "KUBE-SVC-" + digest[:16], "KUBE-SEP-" + digest[16:32]
+            comment = "kube-system/kube-dns:" + port_name
+            for chain in (svc, sep):
+                run(["iptables", "-t", "nat", "-N", chain], netns=self.node)
+            run(["iptables", "-t", "nat", "-A", "KUBE-SERVICES", "-d", cluster_ip + "/32", "-p", proto, "-m", "comment", "--comment",
+                 comment + " cluster IP", "-m", proto, "--dport", "53", "-j", svc], netns=self.node)
+            run(["iptables", "-t", "nat", "-A", svc, "-m", "comment", "--comment", "%s -> %s:53" % (comment, target), "-j", sep], netns=self.node)
+            run(["iptables", "-t", "nat", "-A", sep, "-p", proto, "-m", "comment", "--comment", comment, "-m", proto,
+                 "-j", "DNAT", "--to-destination", target + ":53"], netns=self.node)
 
     def add_drop(self, proto="udp"):
         """Drop DNS arriving from the pod interface (a firewall fault), in the node namespace."""
@@ -295,9 +354,13 @@ class Bed:
         Raises BedError when a namespace is still there afterwards; safe to call twice."""
         try:
             self.stop_dnsmasq()
+            for server in self._servers:
+                server.kill()
+                server.wait(timeout=5)
+            self._servers = []
         finally:
             try:
-                remove((self.pod, self.node), self.registry)
+                remove([self.pod, *self.extra, self.node], self.registry)
             finally:
                 if self._own_dir:
                     shutil.rmtree(self.dir, ignore_errors=True)
