@@ -100,17 +100,26 @@ diagnose: setup
 test: setup
 	tests/run-all
 
-# The lab demo (docs/lab.md): lab up with three faults, diagnose, heal, diagnose clean, lab down.
+# The lab demo (docs/lab.md): lab up (unless it is up already) with three faults, diagnose, heal,
+# diagnose clean; on exit the faults are healed and the lab is taken down only if the demo started it.
+# Held under the lab lock, so that it never runs beside the lab tests. The diagnoses read only the
+# CoreDNS log written since the demo started (an older lab's log may hold other faults' traces).
 DEMO_FAULTS ?= session-affinity autopath statefulset-servicename
 demo: setup
-	@trap 'tests/lab/labctl down' EXIT; \
-	tests/lab/labctl up; \
-	for f in $(DEMO_FAULTS); do tests/lab/labctl fault $$f; done; \
-	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/faulty || true; \
-	sed -n '1,40p' clusterdns-demo/faulty/report.md; \
-	for f in $$(echo $(DEMO_FAULTS) | tr ' ' '\n' | tac); do tests/lab/labctl heal $$f; done; \
-	ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$(tests/lab/labctl kubeconfig) -e clusterdns_report_dir=clusterdns-demo/healed; \
-	echo "demo: reports in clusterdns-demo/faulty and clusterdns-demo/healed"
+	@flock /run/lock/clusterdns-lab.lock bash -euc ' \
+	  start=$$(date +%s); started=0; \
+	  if ! tests/lab/labctl status >/dev/null 2>&1; then tests/lab/labctl up; started=1; fi; \
+	  trap "for f in $(DEMO_FAULTS); do tests/lab/labctl heal \$$f >/dev/null 2>&1 || true; done; \
+	        if [ \$$started = 1 ]; then tests/lab/labctl down; fi" EXIT; \
+	  for f in $(DEMO_FAULTS); do tests/lab/labctl fault $$f; done; \
+	  kc=$$(tests/lab/labctl kubeconfig); \
+	  ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$kc -e clusterdns_report_dir=clusterdns-demo/faulty \
+	    -e clusterdns_log_seconds=$$(( $$(date +%s) - start + 5 )) || true; \
+	  sed -n "1,40p" clusterdns-demo/faulty/report.md; \
+	  for f in $$(echo $(DEMO_FAULTS) | tr " " "\n" | tac); do tests/lab/labctl heal $$f; done; \
+	  ansible-playbook playbooks/diagnose.yml -e clusterdns_kubeconfig=$$kc -e clusterdns_report_dir=clusterdns-demo/healed \
+	    -e clusterdns_log_seconds=$$(( $$(date +%s) - start + 5 )); \
+	  echo "demo: reports in clusterdns-demo/faulty and clusterdns-demo/healed"'
 
 lint: setup
 	tests/run-all lint
