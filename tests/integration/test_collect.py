@@ -54,6 +54,25 @@ def test_collect_check_mode_writes_nothing(tmp_path):
     assert not bundles.exists() or not list(bundles.iterdir())
 
 
+def test_a_bundle_that_does_not_parse_fails_the_run_naming_the_line_and_leaves_no_unpacked_copy(tmp_path):
+    # The only bundle fails: the report play never runs, yet the scratch copy (node configuration
+    # files) must not stay in TMPDIR.
+    node = tmp_path / "src" / "bad-node" / "commands"
+    node.mkdir(parents=True)
+    (node / "iptables-save.txt").write_text("*filter\n:INPUT ACCEPT [0:0]\nWarning: iptables-legacy tables present\n")
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    with tarfile.open(bundles / "bad-node.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "bad-node", arcname="bad-node")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    run = run_playbook("diagnose.yml", "-e", "clusterdns_bundle_dir=%s" % bundles, "-e", "clusterdns_report_dir=%s" % (tmp_path / "report"),
+                       env={"TMPDIR": str(scratch)})
+    assert run.returncode != 0
+    assert "bad-node/commands/iptables-save.txt line 3: unexpected line" in run.stdout, run.stdout[-3000:]
+    assert list(scratch.iterdir()) == []
+
+
 # --- the same on the node test bed: a node with findings, reached through its namespace -------------------------
 
 BED_FAULT = "# keep dnsmasq off the CNI interfaces (seed 003)\nexcept-interface=cilium_*\n"
