@@ -127,6 +127,33 @@ def test_sigterm_still_runs_the_teardown(tmp_path):
     assert _exists(*names) == [], out
 
 
+CHILD_TESTS = {
+    "fails": ("import pathlib\n\ndef test_fails(node_bed):\n    pathlib.Path(%r).write_text(node_bed.node + ' ' + node_bed.pod)\n"
+              "    assert False, 'a failing test'\n"),
+    "leaks": ("import pathlib\nfrom testbed.bed import Bed\n\ndef test_leaks():\n    bed = Bed()\n"
+              "    pathlib.Path(%r).write_text(bed.node + ' ' + bed.pod)\n"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CHILD_TESTS))
+def test_a_failing_test_and_a_leaking_test_leave_no_bed(tmp_path, case):
+    # fails: the fixture's teardown removes the bed. leaks: a test that never closes its bed passes,
+    # but the session's end removes the bed and fails the run, naming it.
+    names_file = tmp_path / "names"
+    test_file = tmp_path / ("test_child_%s.py" % case)
+    test_file.write_text(CHILD_TESTS[case] % str(names_file))
+    child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "testbed.pytest_plugin",
+                            "--rootdir", str(tmp_path), "--basetemp", str(tmp_path / "base"), str(test_file)],
+                           env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    names = names_file.read_text().split()
+    assert child.returncode == pytest.ExitCode.TESTS_FAILED, child.stdout
+    assert _exists(*names) == [], child.stdout
+    if case == "leaks":
+        assert "1 passed" in child.stdout and "node test bed: a test left %s/%s behind (removed now)" % tuple(names) in child.stdout
+    else:
+        assert "a failing test" in child.stdout
+
+
 def test_the_next_session_sweeps_the_beds_of_a_killed_run_and_only_those(tmp_path):
     # A process that makes a bed and dies without any clean-up (SIGKILL, power cut of a runner).
     # Its DNS pod namespace and that namespace's dnsmasq go too.
