@@ -48,8 +48,8 @@ def bed_host(node_bed, tmp_path):
         shutil.rmtree(etc, ignore_errors=True)
 
 
-def diagnose(bed, inventory, report_dir):
-    run = run_playbook("diagnose.yml", "-i", str(inventory), "-e", "clusterdns_report_dir=%s" % report_dir,
+def diagnose(bed, inventory, report_dir, *extra):
+    run = run_playbook("diagnose.yml", "-i", str(inventory), "-e", "clusterdns_report_dir=%s" % report_dir, *extra,
                        "-e", "clusterdns_probe=true", "-e", "clusterdns_probe_netns=%s" % bed.pod,
                        "-e", '{"clusterdns_kube_dns_ips": ["10.96.0.10"]}', "-e", "clusterdns_probe_resolver_name=www.bed.test",
                        "-e", "clusterdns_probe_count=10", "-e", "clusterdns_trace_seconds=12",
@@ -77,7 +77,8 @@ def test_seed003_pod_path_fails_and_the_kernel_dropped_nothing(node_bed, bed_hos
 def test_firewall_drop_is_named_by_the_kernel(node_bed, bed_host, tmp_path):
     node_bed.start_dnsmasq("bind-dynamic\n")
     node_bed.add_drop("udp")
-    report = diagnose(node_bed, bed_host, tmp_path / "report")
+    # another DNS port named besides 53: port 53 stays traced
+    report = diagnose(node_bed, bed_host, tmp_path / "report", "-e", '{"clusterdns_trace_ports": [1053]}')
     found = [f for f in prb001_on_clusterip(report) if f["evidence"]["transport"] == "udp"]
     assert found, [(f["id"], f["detail"]) for f in report["findings"]]
     assert found[0]["evidence"]["kernel_drops"]["count"] >= 1
