@@ -51,3 +51,14 @@ def load_report(report_dir):
 @pytest.fixture
 def report_dir(tmp_path):
     return tmp_path / "report"
+
+
+def bed_inventory(bed, tmp_path):
+    """An inventory with one host, bed-node, whose interpreter runs inside the bed's node namespace."""
+    wrapper = tmp_path / "python3"
+    wrapper.write_text('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (bed.node, sys.executable))
+    wrapper.chmod(0o755)
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"clusterdns_nodes": {"hosts": {"bed-node": {
+        "ansible_connection": "local", "ansible_python_interpreter": str(wrapper)}}}}))
+    return str(inventory)

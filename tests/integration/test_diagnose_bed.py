@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 
 import pytest
-from conftest import load_report, run_playbook
+from conftest import bed_inventory, load_report, run_playbook
 from testbed.bed import ZONE_ANSWER
 
 pytestmark = [
@@ -26,17 +25,6 @@ pytestmark = [
 ]
 
 SERIOUS = ("warning", "error", "critical")
-
-
-def bed_inventory(bed, tmp_path):
-    """An inventory with one host, bed-node, whose interpreter runs inside the bed's node namespace."""
-    wrapper = tmp_path / "python3"
-    wrapper.write_text('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (bed.node, sys.executable))
-    wrapper.chmod(0o755)
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"clusterdns_nodes": {"hosts": {"bed-node": {
-        "ansible_connection": "local", "ansible_python_interpreter": str(wrapper)}}}}))
-    return str(inventory)
 
 
 def diagnose_bed(tmp_path, name, *args):

@@ -13,14 +13,12 @@ DROP instead, the same hop fails and the trace names NETFILTER_DROP. Traffic sta
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
-import sys
 
 import pytest
-from conftest import load_report, run_playbook
+from conftest import bed_inventory, load_report, run_playbook
 
 pytestmark = [
     pytest.mark.netns,
@@ -36,14 +34,8 @@ def bed_host(node_bed, tmp_path):
     etc.mkdir(parents=True)
     try:
         (etc / "resolv.conf").write_text("nameserver %s\n" % node_bed.vip)
-        wrapper = tmp_path / "python3"
-        wrapper.write_text('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (node_bed.node, sys.executable))
-        wrapper.chmod(0o755)
-        inventory = tmp_path / "inventory.yml"
-        inventory.write_text(json.dumps({"clusterdns_nodes": {"hosts": {"bed-node": {
-            "ansible_connection": "local", "ansible_python_interpreter": str(wrapper)}}}}))
         node_bed.add_cluster_ip("10.96.0.10")
-        yield inventory
+        yield bed_inventory(node_bed, tmp_path)
     finally:
         shutil.rmtree(etc, ignore_errors=True)
 
