@@ -1,9 +1,11 @@
 """One test per lab fault: the fault is observable the way the seeds describe it (from the pod
 namespace, the API or the CoreDNS log) and heal returns a clean lab."""
 
+import contextlib
 import os
 import re
 import secrets
+import signal
 
 import pytest
 
@@ -162,6 +164,29 @@ def test_no_log_plugin(api, baseline):
     name = fresh()
     assert short(POD1, name) == "203.0.113.7"
     assert wait_until(lambda: name in coredns_log("a", offs["a"]) + coredns_log("b", offs["b"]), 5)
+    assert_clean(api, baseline)
+
+
+def test_a_replica_that_misses_the_reload_gets_the_fault_by_a_restart(api, baseline):
+    """A replica's reload plugin can miss a ConfigMap edit (once in CI under full CPU load neither
+    replica logged a reload for 80 s). Frozen here with SIGSTOP, coredns-b cannot reload: the fault
+    says so, restarts it onto the edited Corefile as deleting its pod would, and the fault holds."""
+    old = lab.pid_of("coredns-b")
+    os.kill(old, signal.SIGSTOP)
+    try:
+        r = labctl("fault", "no-log-plugin")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old, signal.SIGCONT)
+    assert "reload not seen" in r.stderr and "restarting CoreDNS b" in r.stderr, r.stderr
+    assert "coredns-b (pid %d): Corefile on disk matches the ConfigMap" % old in r.stderr, r.stderr
+    new = lab.pid_of("coredns-b")
+    assert new and new != old
+    offs = lab.log_offsets()
+    name = fresh()
+    assert short(POD1, name, server=lab.DNS_SLOTS["b"]) == "203.0.113.7"
+    assert name not in coredns_log("b", offs["b"])
+    labctl("heal", "no-log-plugin")
     assert_clean(api, baseline)
 
 
