@@ -201,7 +201,8 @@ CATALOG = {
         [SEED_ACK, "https://github.com/coredns/deployment/blob/master/kubernetes/Scaling_CoreDNS.md", "https://coredns.io/plugins/forward/"]),
     "CDNS010": _entry(
         "error", "cluster", "Upstream DNS failures",
-        "CoreDNS logs i/o timeouts or SERVFAIL/REFUSED from its upstream; the fault is beyond the cluster.",
+        "CoreDNS logs i/o timeouts or SERVFAIL/REFUSED from its upstream; the fault is beyond the cluster. "
+        "Queries CoreDNS refuses itself because forward's max_concurrent is reached are CDNS009's, not counted here.",
         [], [], [SEED_ACK, SEED_CILIUM]),
     "CDNS011": _entry(
         "critical", "cluster", "Corefile does not parse or uses an unknown plugin",

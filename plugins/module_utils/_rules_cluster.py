@@ -344,7 +344,7 @@ def coredns_capacity(cluster, ctx):
 
 def _merge_logs(results):
     """One coredns_log_info result per CoreDNS pod (diagnose reads each pod's log) as one."""
-    merged = {"upstream_errors": {}, "by_rcode": {}, "tickets": [], "instances": []}
+    merged = {"upstream_errors": {}, "by_rcode": {}, "error_classes": {}, "tickets": [], "instances": []}
     for result in results:
         if not isinstance(result, dict):
             continue
@@ -358,6 +358,8 @@ def _merge_logs(results):
                     slot["classes"][name] = slot["classes"].get(name, 0) + int(count)
         for rcode, count in (result.get("by_rcode") or result.get("rcodes") or {}).items():
             merged["by_rcode"][rcode] = merged["by_rcode"].get(rcode, 0) + int(count)
+        for name, count in (result.get("error_classes") or {}).items():
+            merged["error_classes"][name] = merged["error_classes"].get(name, 0) + int(count)
         merged["tickets"].extend(result.get("tickets") or [])
     return merged
 
@@ -374,6 +376,13 @@ def upstream_failures(cluster, ctx):
     timeouts = sum(int((v or {}).get("count") or 0) for v in upstream.values()) if isinstance(upstream, dict) else int(upstream)
     rcodes = logs.get("by_rcode") or logs.get("rcodes") or {}
     bad = {k: int(v) for k, v in rcodes.items() if k in ("SERVFAIL", "REFUSED") and v}
+    # Queries over forward's max_concurrent are refused by CoreDNS itself, not by an upstream (the
+    # client gets REFUSED; CoreDNS 1.12.4 logs them with rcode "-" and an errors-plugin line
+    # "concurrent queries exceeded maximum N"): CDNS009's cause, never counted or cited here.
+    limited = int((logs.get("error_classes") or {}).get("max_concurrent") or 0)
+    if limited and bad.get("REFUSED"):
+        bad["REFUSED"] = max(0, bad["REFUSED"] - limited)
+        bad = {k: v for k, v in bad.items() if v}
     answered = sum(int(v) for v in rcodes.values()) or 0
     # A few SERVFAIL/REFUSED answers are normal (clients asking for zones nobody serves); they are a
     # finding from cdns010_failures_min answers and cdns010_failure_ratio of all answers on.
@@ -382,9 +391,13 @@ def upstream_failures(cluster, ctx):
         bad = {}
     if not timeouts and not bad:
         return []
-    tickets = list(logs.get("tickets") or [])[:EXAMPLES]
-    return [hit({"upstream_errors": timeouts, "upstreams": upstream if isinstance(upstream, dict) else None, "rcodes": bad, "tickets": tickets},
-                detail="CoreDNS logged %d upstream errors%s" % (timeouts, "".join(", %d %s" % (n, k) for k, n in sorted(bad.items()))))]
+    tickets = [t for t in logs.get("tickets") or [] if not (isinstance(t, dict) and t.get("reason") == "max_concurrent")][:EXAMPLES]
+    evidence = {"upstream_errors": timeouts, "upstreams": upstream if isinstance(upstream, dict) else None, "rcodes": bad, "tickets": tickets}
+    detail = "CoreDNS logged %d upstream errors%s" % (timeouts, "".join(", %d %s" % (n, k) for k, n in sorted(bad.items())))
+    if limited:
+        evidence["max_concurrent_refused"] = limited
+        detail += "; %d more queries were refused by CoreDNS's own forward max_concurrent limit, not by an upstream (see CDNS009)" % limited
+    return [hit(evidence, detail=detail)]
 
 
 @cluster_rule("CDNS011", needs=("corefile",))

@@ -6,13 +6,16 @@ run live through diagnose.yml in tests/lab/test_cluster_diagnosis.py."""
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 from cluster_world import World, load
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils import _cluster, _findings, _rules_cluster, _workloads
+from ansible_collections.clusterdns.doctor.plugins.module_utils import _cluster, _corednslog, _findings, _rules_cluster, _workloads
 
 assert _rules_cluster  # registers the cluster rules
 
+LOGS = pathlib.Path(__file__).parent / "fixtures" / "corednslog"
 RANK = {"info": 0, "warning": 1, "error": 2, "critical": 3}
 
 
@@ -156,3 +159,26 @@ def test_cdns010_from_coredns_log_info_result():
     assert hits[0]["evidence"]["upstream_errors"] == 3
     facts["logs"] = {"by_rcode": {"NOERROR": 10}, "upstream_errors": {}}
     assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "pass"
+
+
+def test_cdns010_leaves_queries_over_max_concurrent_to_cdns009():
+    """Real CoreDNS 1.12.4 lines (captured in the lab): 14 queries over max_concurrent 2. They are
+    CoreDNS's own refusals: alone they are no upstream failure; next to real upstream timeouts
+    (another pod's log) they are neither counted nor cited as tickets, only named as CDNS009's."""
+    limited = _corednslog.summarize(LOGS.joinpath("lab-1.12.4-max-concurrent.log").read_text().splitlines())
+    assert limited["error_classes"] == {"max_concurrent": 14} and limited["upstream_errors"] == {}
+    assert {t["reason"] for t in limited["tickets"]} == {"max_concurrent"}
+    facts = lab_facts("healthy")
+    facts["logs"] = [limited]
+    assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "pass"
+    # the same refusals counted as REFUSED answers (a log plugin that records the client's rcode)
+    facts["logs"] = [dict(limited, by_rcode={"NOERROR": 20, "REFUSED": 14})]
+    assert of(_findings.evaluate({}, cluster=facts), "CDNS010")[0]["status"] == "pass"
+    timeouts = _corednslog.summarize(LOGS.joinpath("k8s86762-upstream-timeouts.log").read_text().splitlines())
+    assert timeouts["upstream_errors"]
+    facts["logs"] = [limited, timeouts]
+    (hit,) = of(_findings.evaluate({}, cluster=facts), "CDNS010")[1]
+    assert hit["evidence"]["upstream_errors"] == sum(v["count"] for v in timeouts["upstream_errors"].values())
+    assert hit["evidence"]["max_concurrent_refused"] == 14
+    assert all(t.get("reason") != "max_concurrent" for t in hit["evidence"]["tickets"])
+    assert "14 more queries were refused by CoreDNS's own forward max_concurrent limit" in hit["detail"]
