@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 from html import escape
 
+from ansible_collections.clusterdns.doctor.plugins.module_utils._report import cluster_origin
+
 # The DNS path drawn at the top of the report, in the order a pod's query travels it.
 # (key, title, lines drawn in the box, subtitle under the box)
 HOPS = (
@@ -375,7 +377,7 @@ def render_html(report):
         '<p class="meta">Generated %s by %s %s (%s mode). Nodes: %s. Cluster: %s%s.</p>' % (
             _e(report["generated_at"]), _e(report["tool"]["name"]), _e(report["tool"]["version"]), _e(report["mode"]),
             _e(", ".join(report["hosts"]) or "none"), _e(cluster["status"]),
-            _e(" (%s)" % cluster["reason"]) if cluster.get("reason") else ""),
+            _e(" (%s)" % "; ".join(cluster_origin(cluster, "%s"))) if cluster_origin(cluster, "%s") else ""),
         '<div class="counts" id="counts">',
     ]
     for severity in SEVERITY_ORDER:

@@ -70,6 +70,19 @@ def build_report(assessment, generated_at, version, hosts, cluster_status=None, 
     return report
 
 
+def cluster_origin(cluster, code="`%s`"):
+    """Why the cluster part was skipped, or which cluster was read: the reason, where the credentials
+    came from (kubeconfig path or K8S_AUTH_HOST), the context and the server's version."""
+    parts = [cluster.get("reason")]
+    if cluster.get("source"):
+        parts.append("from %s" % cluster["source"])
+    if cluster.get("context"):
+        parts.append("context " + code % cluster["context"])
+    if cluster.get("server_version"):
+        parts.append("Kubernetes %s" % cluster["server_version"])
+    return [p for p in parts if p]
+
+
 def _where(finding):
     if finding["scope"] == "node":
         return "node `%s`" % finding["host"]
@@ -111,7 +124,7 @@ def render_markdown(report):
         "Nodes: %s. Cluster: %s%s." % (
             ", ".join("`%s`" % h for h in report["hosts"]) or "none",
             report["cluster"]["status"],
-            " (%s)" % report["cluster"]["reason"] if report["cluster"].get("reason") else "",
+            " (%s)" % "; ".join(cluster_origin(report["cluster"])) if cluster_origin(report["cluster"]) else "",
         ),
         "",
         "| severity | findings |",

@@ -124,6 +124,7 @@ def test_evil_strings_are_escaped():
     finding["evidence"] = {EVIL: EVIL, "lines": [EVIL]}
     finding["fix"]["command"] = EVIL
     report["hosts"] = [EVIL]
+    report["cluster"] = {"status": "assessed", "reason": None, "source": "kubeconfig " + EVIL, "context": EVIL, "server_version": "v1.34.4"}
     report["checks"][-1].update(status="skip", reason=EVIL)
     page = _html.render_html(report)
     elements = parse(page)
@@ -131,6 +132,7 @@ def test_evil_strings_are_escaped():
     assert not [a for _t, a in elements.tags if any(k.startswith("on") for k in a)]
     # the text is still there for the reader, as text
     assert EVIL in "".join(elements.text)
+    assert "Cluster: assessed (from kubeconfig %s; context %s; Kubernetes v1.34.4)." % (EVIL, EVIL) in "".join(elements.text)
 
 
 def test_nothing_external_is_loaded(report_with_dmq001):

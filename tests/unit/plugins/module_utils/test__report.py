@@ -88,3 +88,15 @@ def test_junit_one_case_per_check_and_host(assessment):
 
 def test_summary_line(assessment):
     assert _report.summary_line(make(assessment)) == "clusterdns.doctor: 1 finding(s) (1 error) on 3 node(s); cluster skipped"
+
+
+def test_markdown_says_which_cluster_was_read(assessment):
+    skipped = _report.render_markdown(make(assessment))
+    assert "Cluster: skipped (no kubeconfig at /root/.kube/config)." in skipped
+    assessed = _report.build_report(assessment, "2026-11-22T12:00:00Z", "1.0.0", ["node-a"], {
+        "status": "assessed", "reason": None, "context": "prod-eu", "source": "kubeconfig /etc/clusterdns/kubeconfig",
+        "server_version": "v1.34.4"})
+    assert ("Cluster: assessed (from kubeconfig /etc/clusterdns/kubeconfig; context `prod-eu`; Kubernetes v1.34.4)."
+            in _report.render_markdown(assessed))
+    token = dict(assessed["cluster"], context=None, source="K8S_AUTH_HOST https://10.0.0.1:6443")
+    assert "Cluster: assessed (from K8S_AUTH_HOST https://10.0.0.1:6443; Kubernetes v1.34.4)." in _report.render_markdown(dict(assessed, cluster=token))
