@@ -5,7 +5,8 @@
 #
 # PRIVATE to clusterdns.doctor: no API guarantee.
 #
-# Pure parsers for the kernel's connection-tracking statistics. Stdlib only.
+# Pure parsers for the kernel's connection-tracking statistics (and netns_of_this_process, which
+# reads /proc). Stdlib only.
 #
 # Three real formats carry the same counters:
 #   * /proc/net/stat/nf_conntrack: a header of field names, then one line of hexadecimal values per
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import ParseError
@@ -26,7 +28,9 @@ from ansible_collections.clusterdns.doctor.plugins.module_utils._errors import P
 # shows as insert_failed; a full table as drop and early_drop).
 DROP_COUNTERS = ("insert_failed", "drop", "early_drop")
 
-TABLE_FULL = re.compile(r"nf_conntrack: (?:nf_conntrack: )?table full, dropping packet")
+# The init namespace's table: "table full, dropping packet"; any other namespace's (kernel 5.x and
+# later): "table full in netns <inode>, dropping packet" (6.18 prints the prefix twice).
+TABLE_FULL = re.compile(r"nf_conntrack: (?:nf_conntrack: )?table full(?: in netns (?P<netns>\d+))?, dropping packet")
 # "[38775494.392631] ..." (dmesg), "[Tue Nov 20 22:30:22 2018] ..." (dmesg -T) or "2024-05-01T10:00:00+0000 ..." / "Feb 23 16:44:36 host kernel: ..."
 _DMESG_TS = re.compile(r"^\[\s*(?P<mono>\d+\.\d+)\]")
 _DMESG_T_TS = re.compile(r"^\[(?P<human>[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4})\]")
@@ -108,16 +112,42 @@ def parse_conntrack_s(text, source="conntrack -S"):
     return {"entries": entries, "cpus": None if old_style else cpus, "counters": counters}
 
 
-def table_full_events(text):
-    """Count the kernel's "table full, dropping packet" messages in dmesg or journal text.
+def table_full_events(text, netns=None):
+    """Count the kernel's "table full, dropping packet" messages of one network namespace in dmesg
+    or journal text.
 
-    Returns ``{"table_full_events": n, "first": str|None, "last": str|None, "sample": [lines]}``;
+    ``netns`` describes the namespace the node's facts are read in (``netns_of_this_process`` or
+    ``parse_netns``): ``{"inode": int, "init": bool, "since": float|None}``. The init namespace owns
+    the messages without "in netns"; another namespace (a kind node, a lab node) owns those naming
+    its inode and logged at or after ``since`` (namespace inodes are reused: older lines are an
+    earlier namespace's). ``init`` None (not known) counts both kinds; ``netns`` None (as in bundles
+    from before this was recorded) means the init namespace.
+
+    Returns ``{"table_full_events": n, "first": str|None, "last": str|None, "sample": [lines],
+    "other_netns_events": n, "other_netns": {inode or "init": n}, "before_netns": n}``;
     ``first``/``last`` are the timestamps as printed (dmesg seconds since boot, or the log's time).
     """
-    hits = []
+    init = True if not netns else netns.get("init")
+    inode = None if init is True else netns.get("inode")
+    since = None if init is True else netns.get("since")
+    hits, other, before = [], {}, 0
     for raw in text.splitlines():
-        if TABLE_FULL.search(raw):
-            hits.append(raw.strip())
+        match = TABLE_FULL.search(raw)
+        if not match:
+            continue
+        named = match.group("netns")
+        # init unknown (None): the plain lines and those naming this inode both count; one of the two
+        # kinds is never logged for this namespace, so that is what the old parser counted and more.
+        mine = init is not False if named is None else (inode is not None and int(named) == inode)
+        if not mine:
+            key = named or "init"
+            other[key] = other.get(key, 0) + 1
+            continue
+        stamp = _DMESG_TS.match(raw)
+        if since is not None and stamp and float(stamp.group("mono")) < since:
+            before += 1
+            continue
+        hits.append(raw.strip())
     stamps = [_stamp(line) for line in hits]
     stamps = [s for s in stamps if s is not None]
     return {
@@ -125,7 +155,80 @@ def table_full_events(text):
         "first": stamps[0] if stamps else None,
         "last": stamps[-1] if stamps else None,
         "sample": hits[-5:],
+        "other_netns_events": sum(other.values()),
+        "other_netns": dict(sorted(other.items(), key=lambda kv: -kv[1])[:10]),
+        "before_netns": before,
     }
+
+
+def _inode(link):
+    match = re.match(r"^net:\[(\d+)\]$", (link or "").strip())
+    return int(match.group(1)) if match else None
+
+
+# The init network namespace's inode since Linux 6.14 (PROC_NET_INIT_INO); dynamic inodes start at
+# 0xF0000000, so no other namespace ever has it.
+INIT_NET_INODE = 0xEFFFFFF9
+
+
+def netns_of_this_process(proc="/proc"):
+    """The network namespace this process runs in, for ``table_full_events`` (reads ``proc``).
+
+    ``init``: whether it is the kernel's initial one: its fixed inode (Linux 6.14+), else compared
+    with kthreadd's (pid 2: kernel threads live there; pid 1 may be a container's own init, or
+    unreadable), None when neither tells. Outside it, ``since`` is the start of the namespace's oldest
+    process in seconds since boot, the time base of dmesg (None when none can be read)."""
+    try:
+        own = os.readlink(os.path.join(proc, "self/ns/net"))
+    except OSError:
+        return None
+    inode = _inode(own)
+    init = None
+    if inode == INIT_NET_INODE:
+        init = True
+    else:
+        try:
+            with open(os.path.join(proc, "2/comm")) as handle:
+                if handle.read().strip() == "kthreadd":
+                    init = os.readlink(os.path.join(proc, "2/ns/net")) == own
+        except OSError:
+            init = None
+    result = {"inode": inode, "init": init, "since": None}
+    if init is not True:
+        ticks = os.sysconf("SC_CLK_TCK")
+        starts = []
+        for pid in os.listdir(proc):
+            if not pid.isdigit():
+                continue
+            try:
+                if os.readlink(os.path.join(proc, pid, "ns/net")) != own:
+                    continue
+                with open(os.path.join(proc, pid, "stat")) as handle:
+                    # field 22 (starttime), counted after the ")" that ends the command name
+                    starts.append(int(handle.read().rsplit(")", 1)[1].split()[19]) / float(ticks))
+            except (OSError, IndexError, ValueError):
+                continue
+        result["since"] = round(min(starts), 2) if starts else None
+    return result
+
+
+def format_netns(netns):
+    """The ``commands/netns.txt`` line of a bundle: ``inode=N init=yes|no|unknown since=S|unknown``."""
+    init = netns.get("init")
+    return "inode=%s init=%s since=%s\n" % (netns.get("inode"), {True: "yes", False: "no"}.get(init, "unknown"),
+                                            "unknown" if netns.get("since") is None else netns["since"])
+
+
+def parse_netns(text, source="commands/netns.txt"):
+    """Inverse of ``format_netns``."""
+    fields = dict(item.split("=", 1) for item in (text or "").split() if "=" in item)
+    try:
+        return {"inode": int(fields["inode"]) if fields.get("inode", "None") != "None" else None,
+                "init": {"yes": True, "no": False}.get(fields.get("init")),
+                "since": None if fields.get("since", "unknown") == "unknown" else float(fields["since"])}
+    except (KeyError, ValueError) as exc:
+        raise ParseError("unrecognised netns line (%s)" % exc, source=source, lineno=1, line=(text or "").strip(),
+                         expected="inode=N init=yes|no|unknown since=SECONDS|unknown") from None
 
 
 def _stamp(line):

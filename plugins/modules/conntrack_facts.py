@@ -18,7 +18,8 @@ description:
     DNAT race of kubernetes issue 56903 and of a full table, are one number each.
   - With O(interval) the counters are read twice, that many seconds apart, and the increase is
     returned, which tells a counter that is rising now from one that rose once since boot.
-  - "Counts the kernel's C(nf_conntrack: table full, dropping packet) messages in C(dmesg)."
+  - "Counts the kernel's C(nf_conntrack: table full, dropping packet) messages in C(dmesg), those of the
+    network namespace it runs in (C(table full in netns INODE) outside the host's namespace)."
   - Where the C(nf_conntrack) module is not loaded the result is C(available=false) with the
     reason; the module does not fail.
 author:
@@ -155,12 +156,25 @@ ansible_facts:
           returned: when available
           sample: 5.0
         kernel_log:
-          description: C(table full, dropping packet) messages in the kernel log.
+          description:
+            - C(table full, dropping packet) messages of this node's network namespace in the kernel log
+              (C(table_full_events), C(first), C(last), C(sample)).
+            - The kernel log is shared by all namespaces. The host's (init) namespace logs C(table full,
+              dropping packet); any other (a kind or lab node, a pod with its own rules) logs C(table full in
+              netns INODE, dropping packet). C(netns) says which namespace the facts were read in
+              (C(inode), C(init), C(since)); messages of other namespaces are only counted in
+              C(other_netns_events) and C(other_netns) (by inode, V(init) for the host's).
+            - Namespace inodes are reused once a namespace is gone, so outside the init namespace only
+              messages logged at or after C(since) (the start of the oldest process in the namespace, seconds
+              since boot) are this node's; older ones naming the same inode are counted in C(before_netns).
+            - A bundle records the namespace in C(commands/netns.txt); an older bundle without it is read as
+              the host's namespace.
           type: dict
           returned: when available
           sample: {"available": true, "reason": null, "table_full_events": 2, "first": "38775494.392631",
                    "last": "38775494.393661", "sample": ["[38775494.392631] nf_conntrack: table full, dropping packet"],
-                   "last_age_seconds": 5400.2, "before_remediation": false}
+                   "last_age_seconds": 5400.2, "before_remediation": false, "other_netns_events": 0, "other_netns": {},
+                   "before_netns": 0, "netns": {"inode": 4026531833, "init": true, "since": null}}
 """
 
 import os
@@ -169,7 +183,8 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import delta, parse_conntrack_s, parse_stat_file, table_full_events, usage_ratio
+from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import (
+    delta, netns_of_this_process, parse_conntrack_s, parse_netns, parse_stat_file, table_full_events, usage_ratio)
 from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import Source, check_interval, exit_with_facts
 
 SYSCTL_DIR = "/proc/sys/net/netfilter/"
@@ -191,12 +206,22 @@ def _stats(source):
     return None, None
 
 
+def _netns(source):
+    """The namespace the facts are read in (live), or as the bundle recorded it (None: unknown)."""
+    if source.live:
+        return netns_of_this_process()
+    saved = source.command("netns", ["true"])
+    return parse_netns(saved["content"], source=saved["path"]) if saved["available"] else None
+
+
 def _kernel_log(source, remediation_file):
     log = source.command("dmesg", ["dmesg"])
     if not log["available"]:
         return {"available": False, "reason": log["reason"], "table_full_events": None, "first": None, "last": None, "sample": [],
                 "last_age_seconds": None, "before_remediation": False}
-    found = dict(table_full_events(log["content"]), available=True, reason=None, last_age_seconds=None, before_remediation=False)
+    netns = _netns(source)
+    found = dict(table_full_events(log["content"], netns), available=True, reason=None, last_age_seconds=None, before_remediation=False,
+                 netns=netns)
     if source.live and found["last"] and re.match(r"^\d+\.\d+$", found["last"]):
         uptime = source.read("/proc/uptime")
         if uptime["available"]:

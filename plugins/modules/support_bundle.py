@@ -15,6 +15,8 @@ description:
     collection's facts modules read (C(proc/...), C(etc/resolv.conf), kubelet and dnsmasq
     configuration, ...) and C(commands/<name>.txt) for the command outputs they parse
     (C(iptables-save), C(ss -lnup), C(ip -j addr), C(dmesg), ...). The list is in C(docs/bundle.md).
+  - The network namespace the module runs in is saved as C(commands/netns.txt), so that the kernel
+    log's C(table full in netns N) lines are attributed to this node only when they are its own.
   - The running dnsmasq and kubelet command lines are saved as C(commands/dnsmasq-cmdline.txt) and
     C(commands/kubelet-cmdline.txt), and the configuration files they name are collected too; for
     dnsmasq also every C(conf-file) and C(conf-dir) named inside its configuration files, followed
@@ -107,6 +109,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.clusterdns.doctor.plugins.module_utils._bundle import COMMANDS, FILES, dnsmasq_include_paths, kubelet_resolv_conf, process_line
+from ansible_collections.clusterdns.doctor.plugins.module_utils._conntrack import format_netns, netns_of_this_process
 from ansible_collections.clusterdns.doctor.plugins.module_utils._sources import LC_ENV
 
 
@@ -230,6 +233,10 @@ def collect(module, writer, run_commands):
         resolv = None
     if resolv:
         writer.path(resolv)
+    netns = netns_of_this_process()
+    if netns:
+        writer.data("/commands/netns.txt", format_netns(netns).encode())
+        saved.append("netns")
     if not run_commands:
         return saved
     for command in COMMANDS:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import tarfile
 
 import pytest
@@ -97,7 +98,13 @@ def test_collect_from_the_broken_bed_then_offline_gives_the_live_findings(node_b
     assert collect.returncode == 0, collect.stdout[-4000:]
     with tarfile.open(bundles / "bed-node.tar.gz") as tar:
         names = set(tar.getnames())
+        # The node is a network namespace: the bundle says which, so that the kernel log's
+        # "table full in netns N" lines are attributed to it only when N is its inode.
+        netns = tar.extractfile("bed-node/commands/netns.txt").read().decode()
     assert {"bed-node/commands/dnsmasq-cmdline.txt", "bed-node/commands/iptables-save.txt", "bed-node" + dropin} <= names
+    inode, init, since = netns.split()
+    assert (inode, init) == ("inode=%d" % os.stat("/run/netns/%s" % node_bed.node).st_ino, "init=no"), netns
+    assert 0 < float(since.split("=")[1]) <= float(pathlib.Path("/proc/uptime").read_text().split()[0]), netns
     offline = diagnose_bed(tmp_path, "offline", "-e", "clusterdns_bundle_dir=%s" % bundles)
 
     assert offline["hosts"] == live["hosts"] == ["bed-node"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -88,3 +89,64 @@ def test_delta_and_ratio():
     assert _conntrack.delta({"drop": 50}, {"drop": 2}) == {"drop": 2}  # module reloaded: counters restarted
     assert _conntrack.usage_ratio(262144, 262144) == 1.0
     assert _conntrack.usage_ratio(None, 10) is None and _conntrack.usage_ratio(5, 0) is None
+
+
+NETNS_DMESG = "dmesg-6.18-netns-build-machine.txt"  # 21 lines for netns 4026532454, then one for 4026532178
+
+
+def test_table_full_in_another_namespace_is_not_the_hosts():
+    # Read as the host's (init) namespace, or with the namespace unknown: none of these lines is ours.
+    for netns in (None, {"inode": 4026531833, "init": True, "since": None}, {"inode": 7, "init": None, "since": None}):
+        found = _conntrack.table_full_events(fixture(NETNS_DMESG), netns)
+        assert found["table_full_events"] == 0 and found["last"] is None
+        assert found["other_netns_events"] == 22 and found["other_netns"] == {"4026532454": 21, "4026532178": 1}
+
+
+def test_table_full_in_this_namespace_counts_from_its_oldest_process():
+    # Two bursts for inode 4026532454, ten minutes apart: two lab runs whose node namespaces got the
+    # same inode. A node whose oldest process started at 30000 s owns the second burst only.
+    node = {"inode": 4026532454, "init": False, "since": 30000.0}
+    found = _conntrack.table_full_events(fixture(NETNS_DMESG), node)
+    assert (found["table_full_events"], found["before_netns"]) == (11, 10)
+    assert (found["first"], found["last"]) == ("30085.242624", "30090.446625")
+    assert found["sample"][-1].endswith("table full in netns 4026532454, dropping packet")
+    assert found["other_netns"] == {"4026532178": 1}
+    # Since unknown: every line naming the inode counts.
+    assert _conntrack.table_full_events(fixture(NETNS_DMESG), dict(node, since=None))["table_full_events"] == 21
+
+
+def test_in_a_namespace_the_hosts_own_lines_are_another_table():
+    found = _conntrack.table_full_events(fixture("dmesg-kubernetes-18604.txt"), {"inode": 4026532454, "init": False, "since": 0.0})
+    assert found["table_full_events"] == 0 and found["other_netns"] == {"init": 14}
+
+
+def test_netns_line_round_trip_and_bad_line():
+    for netns in ({"inode": 4026532454, "init": False, "since": 29000.25}, {"inode": 4026531833, "init": True, "since": None},
+                  {"inode": 4026531833, "init": None, "since": None}):
+        assert _conntrack.parse_netns(_conntrack.format_netns(netns)) == netns
+    with pytest.raises(ParseError) as err:
+        _conntrack.parse_netns("inode=net:[4026531833]\n", source="bundle/commands/netns.txt")
+    assert err.value.source == "bundle/commands/netns.txt" and "inode=N" in err.value.expected
+
+
+def test_init_unknown_counts_the_plain_lines_and_this_inodes():
+    # pid 2 not visible (a container's own pid namespace) on a kernel without the fixed init inode:
+    # the lines naming this inode are this namespace's, and so are plain lines if it is the host's.
+    unknown = {"inode": 4026532454, "init": None, "since": 30000.0}
+    assert _conntrack.table_full_events(fixture(NETNS_DMESG), unknown)["table_full_events"] == 11
+    assert _conntrack.table_full_events(fixture("dmesg-kubernetes-18604.txt"), unknown)["table_full_events"] == 14
+
+
+def test_netns_of_this_process_reads_proc():
+    # This process, as the kernel shows it: its own inode, the host's namespace or not.
+    netns = _conntrack.netns_of_this_process()
+    own = os.readlink("/proc/self/ns/net")
+    assert netns["inode"] == int(own[5:-1])
+    try:
+        init = os.readlink("/proc/2/ns/net") == own
+    except OSError:
+        init = None
+    if netns["inode"] == _conntrack.INIT_NET_INODE:
+        init = True
+    assert netns["init"] is init
+    assert (netns["since"] is None) == (init is True)
