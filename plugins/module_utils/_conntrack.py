@@ -192,7 +192,7 @@ def netns_of_this_process(proc="/proc"):
                 if handle.read().strip() == "kthreadd":
                     init = os.readlink(os.path.join(proc, "2/ns/net")) == own
         except OSError:
-            init = None
+            pass  # not visible: unknown
     result = {"inode": inode, "init": init, "since": None}
     if init is not True:
         ticks = os.sysconf("SC_CLK_TCK")
@@ -223,10 +223,12 @@ def parse_netns(text, source="commands/netns.txt"):
     """Inverse of ``format_netns``."""
     fields = dict(item.split("=", 1) for item in (text or "").split() if "=" in item)
     try:
-        return {"inode": int(fields["inode"]) if fields.get("inode", "None") != "None" else None,
-                "init": {"yes": True, "no": False}.get(fields.get("init")),
-                "since": None if fields.get("since", "unknown") == "unknown" else float(fields["since"])}
-    except (KeyError, ValueError) as exc:
+        if set(fields) != {"inode", "init", "since"} or fields["init"] not in ("yes", "no", "unknown"):
+            raise ValueError("fields %s" % " ".join(sorted(fields)) if fields else "no fields")
+        return {"inode": None if fields["inode"] == "None" else int(fields["inode"]),
+                "init": {"yes": True, "no": False}.get(fields["init"]),
+                "since": None if fields["since"] == "unknown" else float(fields["since"])}
+    except ValueError as exc:
         raise ParseError("unrecognised netns line (%s)" % exc, source=source, lineno=1, line=(text or "").strip(),
                          expected="inode=N init=yes|no|unknown since=SECONDS|unknown") from None
 

@@ -377,7 +377,7 @@ def render_html(report):
         '<p class="meta">Generated %s by %s %s (%s mode). Nodes: %s. Cluster: %s%s.</p>' % (
             _e(report["generated_at"]), _e(report["tool"]["name"]), _e(report["tool"]["version"]), _e(report["mode"]),
             _e(", ".join(report["hosts"]) or "none"), _e(cluster["status"]),
-            _e(" (%s)" % "; ".join(cluster_origin(cluster, "%s"))) if cluster_origin(cluster, "%s") else ""),
+            _e(cluster_origin(cluster, "%s"))),
         '<div class="counts" id="counts">',
     ]
     for severity in SEVERITY_ORDER:

@@ -71,16 +71,13 @@ def build_report(assessment, generated_at, version, hosts, cluster_status=None, 
 
 
 def cluster_origin(cluster, code="`%s`"):
-    """Why the cluster part was skipped, or which cluster was read: the reason, where the credentials
-    came from (kubeconfig path or K8S_AUTH_HOST), the context and the server's version."""
-    parts = [cluster.get("reason")]
-    if cluster.get("source"):
-        parts.append("from %s" % cluster["source"])
-    if cluster.get("context"):
-        parts.append("context " + code % cluster["context"])
-    if cluster.get("server_version"):
-        parts.append("Kubernetes %s" % cluster["server_version"])
-    return [p for p in parts if p]
+    """`` (reason; from SOURCE; context X; Kubernetes V)`` for the cluster line, or "": why the cluster
+    part was skipped, or which cluster was read and where its credentials came from."""
+    parts = [cluster.get("reason"), cluster.get("source") and "from %s" % cluster["source"],
+             cluster.get("context") and "context " + code % cluster["context"],
+             cluster.get("server_version") and "Kubernetes %s" % cluster["server_version"]]
+    parts = [p for p in parts if p]
+    return " (%s)" % "; ".join(parts) if parts else ""
 
 
 def _where(finding):
@@ -124,7 +121,7 @@ def render_markdown(report):
         "Nodes: %s. Cluster: %s%s." % (
             ", ".join("`%s`" % h for h in report["hosts"]) or "none",
             report["cluster"]["status"],
-            " (%s)" % "; ".join(cluster_origin(report["cluster"])) if cluster_origin(report["cluster"]) else "",
+            cluster_origin(report["cluster"]),
         ),
         "",
         "| severity | findings |",

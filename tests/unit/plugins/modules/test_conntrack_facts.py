@@ -46,6 +46,21 @@ def test_full_table_bundle(tmp_path):
     assert facts["udp_timeout"] is None  # not in this bundle: reported as unknown, not as 0
 
 
+def test_bundle_of_a_node_that_is_a_namespace(tmp_path):
+    """The bundle's commands/netns.txt says which namespace the node was: its own "table full in
+    netns N" lines count (from its oldest process on), the others' are reported apart; a bad line
+    fails naming the file."""
+    root = bundle(tmp_path, {"nf_conntrack_max": 65536, "nf_conntrack_count": 120}, dmesg="dmesg-6.18-netns-build-machine.txt")
+    (root / "commands/netns.txt").write_text("inode=4026532454 init=no since=30000.0\n")
+    rc, result = run_module(tmp_path, {"root": str(root)})
+    log = result["ansible_facts"]["clusterdns_conntrack"]["kernel_log"]
+    assert rc == 0 and (log["table_full_events"], log["before_netns"], log["other_netns"]) == (11, 10, {"4026532178": 1})
+    assert log["netns"] == {"inode": 4026532454, "init": False, "since": 30000.0}
+    (root / "commands/netns.txt").write_text("net:[4026532454]\n")
+    rc, result = run_module(tmp_path, {"root": str(root)})
+    assert rc != 0 and "commands/netns.txt" in result["msg"] and "inode=N" in result["msg"], result["msg"]
+
+
 def test_conntrack_s_is_the_fallback_and_a_missing_dmesg_is_a_reason(tmp_path):
     root = bundle(tmp_path, {"nf_conntrack_max": 65536, "nf_conntrack_count": 120}, conntrack_s="S-percpu-telegraf-8955.txt")
     rc, result = run_module(tmp_path, {"root": str(root)})
